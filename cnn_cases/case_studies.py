@@ -1,0 +1,68 @@
+"""Tables behind `python -m experiments.case_studies`."""
+
+from __future__ import annotations
+
+from cnn_cases import costs, lecture, models
+
+
+def _fmt_diff(ours: int, published: int | None, rng: tuple[int, int] | None) -> str:
+    if published is not None:
+        return f"{ours - published:+,}"
+    if rng is not None:
+        return "in range" if rng[0] <= ours <= rng[1] else "OUT OF RANGE"
+    return ""
+
+
+def summary_table() -> str:
+    """One row per registry model: input, parameters, multiply-adds, published figures."""
+    header = ("model", "input", "params", "published", "diff", "mult-adds", "published", "diff %")
+    rows = [header]
+    for name, entry in models.MODELS.items():
+        cost = costs.model_cost(models.get_model(name), entry.input_shape)
+        if entry.published_params is not None:
+            pub_p = f"{entry.published_params:,}"
+        elif entry.params_range:
+            pub_p = f"{entry.params_range[0] / 1e6:.1f}M-{entry.params_range[1] / 1e6:.1f}M"
+        else:
+            pub_p = ""
+        pub_m = f"{entry.published_macs / 1e9:.3f}G" if entry.published_macs else ""
+        diff_m = (
+            f"{100 * (cost.macs - entry.published_macs) / entry.published_macs:+.2f}"
+            if entry.published_macs
+            else ""
+        )
+        rows.append(
+            (
+                name,
+                costs.format_shape(entry.input_shape),
+                f"{cost.params:,}",
+                pub_p,
+                _fmt_diff(cost.params, entry.published_params, entry.params_range),
+                f"{cost.macs / 1e9:.3f}G",
+                pub_m,
+                diff_m,
+            )
+        )
+    widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
+    align = ["<", "<", ">", ">", ">", ">", ">", ">"]
+    lines = [
+        "  ".join(f"{c:{a}{w}}" for c, a, w in zip(r, align, widths, strict=True)) for r in rows
+    ]
+    lines.insert(1, "-" * len(lines[0]))
+    note = (
+        "params: entries of the `params` collection (BN scale/bias included, running "
+        "statistics not); mult-adds per image, convs and dense layers, padding included "
+        "(torchvision's 'GFLOPS' are these). Published multiply-adds are given to 3-4 "
+        "significant figures, hence the small % differences."
+    )
+    return "\n".join([*lines, "", note])
+
+
+def layer_table(name: str, *, train: bool = False, max_rows: int | None = None) -> str:
+    """Per-layer table of registry model `name` at its default input."""
+    cost = costs.model_cost(models.get_model(name), models.input_shape(name), train=train)
+    return f"{name}\n{cost.table(max_rows=max_rows)}"
+
+
+def lecture_report() -> str:
+    return lecture.report()

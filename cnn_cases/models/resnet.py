@@ -1,0 +1,198 @@
+"""Plain nets and ResNets (He et al., 2016), for ImageNet and for CIFAR.
+
+One `ResNet` module; variants are `functools.partial`s. Plain and residual
+nets differ only in `block_cls`: `PlainBlock` is `ResidualBlock` without the
+shortcut, so a residual block computes a[l+2] = g(z[l+2] + a[l]) and a plain
+block g(z[l+2]).
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Sequence
+from typing import Any, ClassVar
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from cnn_cases.models.layers import GlobalAvgPool, Pool, check_min_size
+
+ModuleDef = Any
+
+# torchvision's BatchNorm: momentum 0.1 (flax: 0.9 for the running average), eps 1e-5.
+BN_MOMENTUM = 0.9
+BN_EPSILON = 1e-5
+
+
+def shortcut_a(x: jax.Array, filters: int, strides: int) -> jax.Array:
+    """Option A: identity, subsampled by `strides`, extra channels zero-padded (no parameters)."""
+    if strides > 1:
+        x = x[:, ::strides, ::strides, :]
+    extra = filters - x.shape[-1]
+    if extra:
+        x = jnp.pad(x, ((0, 0), (0, 0), (0, 0), (extra // 2, extra - extra // 2)))
+    return x
+
+
+class ResidualBlock(nn.Module):
+    """Two 3x3 convs with BN; the input is added before the last activation."""
+
+    filters: int
+    conv: ModuleDef
+    norm: ModuleDef
+    act: Callable[[jax.Array], jax.Array] = nn.relu
+    strides: int = 1
+    shortcut: str = "B"
+    zero_init: bool = False
+
+    residual: ClassVar[bool] = True
+    expansion: ClassVar[int] = 1
+
+    def branch(self, x: jax.Array) -> jax.Array:
+        y = self.conv(self.filters, (3, 3), self.strides, name="conv1")(x)
+        y = self.act(self.norm(name="bn1")(y))
+        y = self.conv(self.filters, (3, 3), name="conv2")(y)
+        return self.norm(name="bn2", scale_init=self._last_scale_init())(y)
+
+    def _last_scale_init(self) -> Callable[..., jax.Array]:
+        # Zero-init only where a shortcut carries the signal; a plain net would go dead.
+        return nn.initializers.zeros if (self.zero_init and self.residual) else nn.initializers.ones
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        y = self.branch(x)
+        if not self.residual:
+            return self.act(y)
+        residual = x
+        if residual.shape != y.shape:
+            if self.shortcut == "A":
+                residual = shortcut_a(x, y.shape[-1], self.strides)
+            else:
+                residual = self.conv(y.shape[-1], (1, 1), self.strides, name="conv_proj")(x)
+                residual = self.norm(name="bn_proj")(residual)
+        return self.act(y + residual)
+
+
+class PlainBlock(ResidualBlock):
+    """`ResidualBlock` without the shortcut: a[l+2] = g(z[l+2])."""
+
+    residual: ClassVar[bool] = False
+
+
+class BottleneckBlock(ResidualBlock):
+    """1x1 reduce, 3x3 (strided, as torchvision v1.5), 1x1 expand x4."""
+
+    expansion: ClassVar[int] = 4
+
+    def branch(self, x: jax.Array) -> jax.Array:
+        y = self.conv(self.filters, (1, 1), name="conv1")(x)
+        y = self.act(self.norm(name="bn1")(y))
+        y = self.conv(self.filters, (3, 3), self.strides, name="conv2")(y)
+        y = self.act(self.norm(name="bn2")(y))
+        y = self.conv(self.filters * 4, (1, 1), name="conv3")(y)
+        return self.norm(name="bn3", scale_init=self._last_scale_init())(y)
+
+
+class PlainBottleneckBlock(BottleneckBlock):
+    residual: ClassVar[bool] = False
+
+
+class ResNet(nn.Module):
+    """ResNet / plain net.
+
+    `stem="imagenet"`: 7x7/2 conv, 3x3/2 max pool (He et al. Table 1).
+    `stem="cifar"`: one 3x3 conv (He et al. section 4.2).
+    """
+
+    stage_sizes: Sequence[int]
+    block_cls: ModuleDef
+    num_classes: int = 1000
+    widths: Sequence[int] = (64, 128, 256, 512)
+    stem: str = "imagenet"
+    shortcut: str = "B"
+    zero_init_residual: bool = False
+    act: Callable[[jax.Array], jax.Array] = nn.relu
+    dtype: Any = jnp.float32
+
+    @property
+    def min_input_size(self) -> int:
+        return (4 if self.stem == "imagenet" else 1) * 2 ** (len(self.stage_sizes) - 1)
+
+    @nn.compact
+    def __call__(self, x: jax.Array, *, train: bool = False) -> jax.Array:
+        check_min_size(x, self.min_input_size, type(self).__name__)
+        conv = functools.partial(nn.Conv, use_bias=False, dtype=self.dtype)
+        norm = functools.partial(
+            nn.BatchNorm,
+            use_running_average=not train,
+            momentum=BN_MOMENTUM,
+            epsilon=BN_EPSILON,
+            dtype=self.dtype,
+        )
+        x = x.astype(self.dtype)
+        if self.stem == "imagenet":
+            x = conv(self.widths[0], (7, 7), 2, padding=[(3, 3), (3, 3)], name="conv_init")(x)
+            x = self.act(norm(name="bn_init")(x))
+            x = Pool("max", 3, 2, padding=((1, 1), (1, 1)), name="pool_init")(x)
+        else:
+            x = conv(self.widths[0], (3, 3), name="conv_init")(x)
+            x = self.act(norm(name="bn_init")(x))
+        for i, (size, width) in enumerate(zip(self.stage_sizes, self.widths, strict=True)):
+            for j in range(size):
+                x = self.block_cls(
+                    width,
+                    conv=conv,
+                    norm=norm,
+                    act=self.act,
+                    strides=2 if i > 0 and j == 0 else 1,
+                    shortcut=self.shortcut,
+                    zero_init=self.zero_init_residual,
+                    name=f"stage{i + 1}_block{j + 1}",
+                )(x)
+        x = GlobalAvgPool(name="pool")(x)
+        x = nn.Dense(self.num_classes, dtype=self.dtype, name="head")(x)
+        return x.astype(jnp.float32)
+
+
+ResNet18 = functools.partial(ResNet, stage_sizes=(2, 2, 2, 2), block_cls=ResidualBlock)
+ResNet34 = functools.partial(ResNet, stage_sizes=(3, 4, 6, 3), block_cls=ResidualBlock)
+ResNet50 = functools.partial(ResNet, stage_sizes=(3, 4, 6, 3), block_cls=BottleneckBlock)
+ResNet101 = functools.partial(ResNet, stage_sizes=(3, 4, 23, 3), block_cls=BottleneckBlock)
+ResNet152 = functools.partial(ResNet, stage_sizes=(3, 8, 36, 3), block_cls=BottleneckBlock)
+Plain18 = functools.partial(ResNet, stage_sizes=(2, 2, 2, 2), block_cls=PlainBlock)
+Plain34 = functools.partial(ResNet, stage_sizes=(3, 4, 6, 3), block_cls=PlainBlock)
+
+
+def cifar_depth_to_blocks(depth: int) -> int:
+    """Blocks per stage n of a CIFAR net of depth 6n+2; ValueError otherwise."""
+    if isinstance(depth, bool) or not isinstance(depth, int) or depth < 8 or (depth - 2) % 6:
+        raise ValueError(
+            f"CIFAR ResNet depth {depth!r} is not 6n+2 with n >= 1 "
+            "(valid: 8, 14, 20, 26, 32, 44, 56, 110, 1202, ...)"
+        )
+    return (depth - 2) // 6
+
+
+def cifar_resnet(
+    depth: int,
+    *,
+    residual: bool = True,
+    width: int = 16,
+    num_classes: int = 10,
+    shortcut: str = "A",
+    **kwargs: Any,
+) -> ResNet:
+    """He et al. section 4.2: 6n+2 layers, widths width/2width/4width, option A shortcuts."""
+    n = cifar_depth_to_blocks(depth)
+    if shortcut not in ("A", "B"):
+        raise ValueError(f"shortcut {shortcut!r} is not valid (valid: 'A', 'B')")
+    return ResNet(
+        stage_sizes=(n, n, n),
+        block_cls=ResidualBlock if residual else PlainBlock,
+        num_classes=num_classes,
+        widths=(width, 2 * width, 4 * width),
+        stem="cifar",
+        shortcut=shortcut,
+        **kwargs,
+    )

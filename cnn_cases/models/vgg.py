@@ -1,0 +1,62 @@
+"""VGG (Simonyan & Zisserman, 2015): 3x3 same convs, 2x2/2 max pools, 64 -> 512 channels."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Sequence
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from cnn_cases.models.layers import AdaptiveAvgPool, Pool, check_min_size, classifier
+
+# Convs per stage; stage widths are 64, 128, 256, 512, 512.
+STAGES: dict[int, tuple[int, ...]] = {
+    11: (1, 1, 2, 2, 2),
+    13: (2, 2, 2, 2, 2),
+    16: (2, 2, 3, 3, 3),
+    19: (2, 2, 4, 4, 4),
+}
+
+
+class VGG(nn.Module):
+    """VGG-11/13/16/19, optionally with BatchNorm; adaptive 7x7 pool before the classifier."""
+
+    stage_sizes: Sequence[int]
+    widths: Sequence[int] = (64, 128, 256, 512, 512)
+    batch_norm: bool = False
+    num_classes: int = 1000
+    dropout: float = 0.5
+    dtype: Any = jnp.float32
+
+    min_input_size: int = 32
+
+    @nn.compact
+    def __call__(self, x: jax.Array, *, train: bool = False) -> jax.Array:
+        check_min_size(x, self.min_input_size, "vgg")
+        x = x.astype(self.dtype)
+        for i, (size, width) in enumerate(zip(self.stage_sizes, self.widths, strict=True)):
+            for j in range(size):
+                x = nn.Conv(
+                    width, (3, 3), padding="SAME", dtype=self.dtype, name=f"conv{i + 1}_{j + 1}"
+                )(x)
+                if self.batch_norm:
+                    x = nn.BatchNorm(
+                        use_running_average=not train,
+                        momentum=0.9,
+                        epsilon=1e-5,
+                        dtype=self.dtype,
+                        name=f"bn{i + 1}_{j + 1}",
+                    )(x)
+                x = nn.relu(x)
+            x = Pool("max", 2, 2, name=f"pool{i + 1}")(x)
+        x = AdaptiveAvgPool((7, 7), name="avgpool")(x)
+        return classifier(x, self.num_classes, self.dropout, train, self.dtype)
+
+
+VGG11 = functools.partial(VGG, stage_sizes=STAGES[11])
+VGG13 = functools.partial(VGG, stage_sizes=STAGES[13])
+VGG16 = functools.partial(VGG, stage_sizes=STAGES[16])
+VGG19 = functools.partial(VGG, stage_sizes=STAGES[19])

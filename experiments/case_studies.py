@@ -1,0 +1,34 @@
+"""Every registry model at its default input: parameters and multiply-adds vs the papers.
+
+    python -m experiments.case_studies                 # the summary table + lecture examples
+    python -m experiments.case_studies --model=lenet5  # one model's per-layer table
+
+Counts come from `jax.eval_shape` (nothing is compiled); the whole table takes seconds.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from absl import app, flags
+
+from cnn_cases import case_studies
+
+_MODEL = flags.DEFINE_string("model", None, "Print this model's per-layer table.")
+_TRAIN = flags.DEFINE_bool("train", False, "Count training-only layers (auxiliary heads).")
+_MAX_ROWS = flags.DEFINE_integer("max_rows", None, "Show at most this many layers.")
+
+
+def main(argv: Sequence[str]) -> None:
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    if _MODEL.value:
+        print(case_studies.layer_table(_MODEL.value, train=_TRAIN.value, max_rows=_MAX_ROWS.value))
+    else:
+        print(case_studies.summary_table())
+        print()
+        print(case_studies.lecture_report())
+
+
+if __name__ == "__main__":
+    app.run(main)
