@@ -1,0 +1,146 @@
+"""Plain nets vs ResNets at several depths (He et al. 2016, section 4.2, Figure 6).
+
+`run(config, workdir)` trains `plainD` and `resnetD` for each depth D, each in
+`workdir/nets/<name>` (finished nets are skipped, an unfinished one resumes),
+then writes `results.json`, `curves.csv` and `resnet_depth.png`.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+from typing import Any
+
+import jax
+import ml_collections
+
+from cnn_cases import plotting, train
+
+STUDY_KEYS = (
+    "depths",
+    "width",
+    "zero_init_residual",
+    "shortcut",
+    "warmup_from_depth",
+    "expected_minutes",
+    "preset",
+)
+
+
+def study_config() -> ml_collections.ConfigDict:
+    """The training defaults plus the knobs of the study."""
+    c = train.default_config()
+    c.depths = (20, 32, 44, 56)
+    c.width = 16
+    c.zero_init_residual = False
+    c.shortcut = "A"
+    c.warmup_from_depth = 110  # He et al.: ResNet-110 warms up at lr 0.01
+    c.expected_minutes = 0.0
+    c.preset = ""
+    return c
+
+
+def net_names(depths: Any) -> list[str]:
+    return [f"{kind}{d}" for kind in ("plain", "resnet") for d in depths]
+
+
+def net_config(config: ml_collections.ConfigDict, name: str) -> ml_collections.ConfigDict:
+    """The training config of one net of the study."""
+    residual = name.startswith("resnet")
+    depth = int(name.removeprefix("resnet").removeprefix("plain"))
+    c = train.default_config()
+    for key in c:
+        if key not in ("model", "model_kwargs"):
+            c[key] = config[key]
+    c.model = name
+    c.model_kwargs = ml_collections.ConfigDict({"width": config.width, "shortcut": config.shortcut})
+    if residual and config.zero_init_residual:
+        c.model_kwargs.zero_init_residual = True
+    if depth < config.warmup_from_depth:
+        c.warmup_steps = 0
+    return c
+
+
+def degradation_verdict(results: dict[str, dict[str, Any]]) -> tuple[bool, str]:
+    """Deepest plain net trains worse than the shallowest; deepest ResNet not worse."""
+    plain = sorted((v["depth"], v["train_error"]) for v in results.values() if not v["residual"])
+    res = sorted((v["depth"], v["train_error"]) for v in results.values() if v["residual"])
+    if len(plain) < 2 or len(res) < 2:
+        return False, "degradation not tested: need at least two depths"
+    dp, dr = plain[-1][1] - plain[0][1], res[-1][1] - res[0][1]
+    ok = dp > 0 and dr <= 0
+    what = "REPRODUCED" if ok else "NOT reproduced"
+    return ok, (
+        f"degradation {what}: plain{plain[-1][0]} train error {dp * 100:+.2f} points vs "
+        f"plain{plain[0][0]}; resnet{res[-1][0]} {dr * 100:+.2f} points vs resnet{res[0][0]}"
+    )
+
+
+def final_table(results: dict[str, dict[str, Any]]) -> str:
+    lines = [f"{'net':<10} {'train err':>9} {'test err':>9} {'steps':>7} {'seconds':>8}"]
+    for name, r in results.items():
+        lines.append(
+            f"{name:<10} {100 * r['train_error']:8.2f}% {100 * r['test_error']:8.2f}% "
+            f"{r['steps']:>7} {r['seconds']:>8.1f}"
+        )
+    return "\n".join(lines)
+
+
+def run(
+    config: ml_collections.ConfigDict, workdir: str, *, stop_after: int | None = None
+) -> dict[str, dict[str, Any]] | None:
+    """Trains every net, writes the study's files and returns `results` (None if stopped)."""
+    train.check_workdir(workdir)
+    names = net_names(config.depths)
+    results: dict[str, dict[str, Any]] = {}
+    curves: dict[str, list[dict[str, float]]] = {}
+    for i, name in enumerate(names):
+        if config.verbose and jax.process_index() == 0:
+            print(f"[{i + 1}/{len(names)}] {name}", flush=True)
+        r = train.train_and_evaluate(
+            net_config(config, name), os.path.join(workdir, "nets", name), stop_after=stop_after
+        )
+        if r is None:
+            return None
+        results[name] = {
+            "depth": int(name.removeprefix("resnet").removeprefix("plain")),
+            "residual": name.startswith("resnet"),
+            "train_error": r.train_error,
+            "test_error": r.test_error,
+            "steps": r.steps,
+            "seconds": r.seconds,
+            "params": r.params,
+        }
+        curves[name] = r.curves
+    if jax.process_index() == 0:
+        write_outputs(results, curves, workdir, title=_title(config))
+    return results
+
+
+def _title(config: ml_collections.ConfigDict) -> str:
+    return (
+        f"{config.dataset}, width {config.width}, {config.num_steps} steps of "
+        f"{config.batch_size}, preset {config.preset or 'custom'}"
+    )
+
+
+def write_outputs(
+    results: dict[str, dict[str, Any]],
+    curves: dict[str, list[dict[str, float]]],
+    workdir: str,
+    *,
+    title: str = "",
+) -> None:
+    """results.json, curves.csv and resnet_depth.png in `workdir`."""
+    tmp = os.path.join(workdir, "results.json.tmp")
+    with open(tmp, "w") as f:
+        json.dump(results, f, indent=2)
+    os.replace(tmp, os.path.join(workdir, "results.json"))
+    with open(os.path.join(workdir, "curves.csv"), "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["step", "model", "train_error", "test_error"])
+        for name, rows in curves.items():
+            for r in rows:
+                w.writerow([r["step"], name, f"{r['train_error']:.6f}", f"{r['test_error']:.6f}"])
+    plotting.depth_figure(curves, results, os.path.join(workdir, "resnet_depth.png"), title=title)

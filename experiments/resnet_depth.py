@@ -1,0 +1,129 @@
+"""Plain nets get worse as they get deeper; ResNets do not (He et al. 2016, Figure 6).
+
+    python -m experiments.resnet_depth                       # preset from the backend
+    python -m experiments.resnet_depth --preset=cpu --dataset=cifar10_jpeg \\
+        --data_dir=../shared/tfds --workdir=runs/resnet_depth
+    python -m experiments.resnet_depth --preset=paper --depths=20,32,44,56,110
+
+Trains plainD and resnetD for every depth D and writes results.json, curves.csv and
+resnet_depth.png to --workdir. Rerunning with the same --workdir skips finished nets
+and resumes an unfinished one. See `get_config` for the presets.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import jax
+import ml_collections
+from absl import app, flags
+
+from cnn_cases import depth_study, launch
+from cnn_cases.models import resnet
+from experiments import common
+
+PRESETS = ("paper", "cpu", "smoke")
+
+_PRESET = flags.DEFINE_enum(
+    "preset", None, PRESETS, "Default: cpu on a CPU backend, paper on GPU/TPU."
+)
+_WORKDIR = flags.DEFINE_string("workdir", "runs/resnet_depth", "Where results and checkpoints go.")
+_DATASET = flags.DEFINE_string("dataset", None, "TFDS name (default cifar10).")
+_DATA_DIR = flags.DEFINE_string("data_dir", None, "TFDS data_dir (default: TFDS_DATA_DIR).")
+_DEPTHS = flags.DEFINE_list("depths", None, "Depths 6n+2, e.g. 20,32,44,56,110.")
+_SEED = flags.DEFINE_integer("seed", None, "Random seed (data order, init, augmentation).")
+_SET = flags.DEFINE_multi_string("set", [], "Config override KEY=VALUE, e.g. --set=num_steps=500.")
+
+
+def get_config(preset: str = "cpu") -> ml_collections.ConfigDict:
+    """The study's config for `preset`.
+
+    paper: He et al. section 4.2 exactly: widths 16/32/64, batch 128, SGD momentum 0.9,
+        weight decay 1e-4, lr 0.1 divided by 10 at 32k and 48k, 64k iterations (ResNet-110
+        warms up at lr 0.01 for 400 iterations), pad-4 crop + flip, per-pixel mean.
+        `--set=train_split="train[:45000]"` trains on the 45k split of the paper's schedule
+        search. Expected: train error falls with depth for ResNets, rises for plain nets;
+        ResNet-110 test error about 6.4 % (Table 6). Cost: 8 nets x 64k steps; on one
+        H100-class GPU about 10-20 minutes per net (not measured here).
+    cpu: the same comparison shrunk to fit a 2-core laptop CPU in about 15 minutes for the
+        8 default nets: 8/16/32 channels, 16x16 crops... see README "ResNet depth" for the
+        measured table. Command:
+        python -m experiments.resnet_depth --preset=cpu --dataset=cifar10_jpeg \\
+            --data_dir=../shared/tfds --workdir=runs/resnet_depth
+    smoke: seconds; for tests and notebooks (depths 8 and 14, width 4, 3 steps).
+    """
+    c = depth_study.study_config()
+    c.preset = preset
+    c.dataset = "cifar10"
+    if preset == "paper":
+        c.depths = (20, 32, 44, 56)
+        c.width = 16
+        c.num_steps = 64_000
+        c.lr_boundaries = (32_000, 48_000)
+        c.warmup_steps = 400
+        c.eval_every = 2_000
+        c.curve_eval_examples = 10_000
+        c.checkpoint_every = 2_000
+        c.log_every = 500
+        c.expected_minutes = 8 * 15.0
+    elif preset == "cpu":
+        c.depths = (20, 32, 44, 56)
+        c.width = 8
+        c.zero_init_residual = True
+        c.batch_size = 128
+        c.num_steps = 300
+        c.learning_rate = 0.1
+        c.lr_boundaries = (240,)
+        c.weight_decay = 5e-4
+        c.eval_every = 100
+        c.curve_eval_examples = 1_000
+        c.final_train_eval_examples = 10_000
+        c.checkpoint_every = 100
+        c.log_every = 50
+        c.expected_minutes = 15.0
+    elif preset == "smoke":
+        c.depths = (8, 14)
+        c.width = 4
+        c.batch_size = 16
+        c.eval_batch_size = 50
+        c.num_steps = 3
+        c.lr_boundaries = (2,)
+        c.eval_every = 2
+        c.curve_eval_examples = 50
+        c.final_train_eval_examples = 100
+        c.final_test_eval_examples = 100
+        c.checkpoint_every = 2
+        c.log_every = 1
+        c.expected_minutes = 0.5
+    else:
+        raise ValueError(f"unknown preset {preset!r} (valid: {', '.join(PRESETS)})")
+    return c
+
+
+def main(argv: Sequence[str]) -> None:
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    common.setup()
+    preset = launch.choose_preset(_PRESET.value, accelerator="paper", cpu="cpu")
+    config = get_config(preset)
+    launch.apply_overrides(
+        config,
+        dataset=_DATASET.value,
+        data_dir=_DATA_DIR.value,
+        seed=_SEED.value,
+        depths=tuple(int(d) for d in _DEPTHS.value) if _DEPTHS.value else None,
+        sets=_SET.value,
+    )
+    for d in config.depths:  # fail before any training on a bad depth
+        resnet.cifar_depth_to_blocks(d)
+    launch.announce(preset, _PRESET.value is None, config.expected_minutes, _WORKDIR.value)
+    results = depth_study.run(config, _WORKDIR.value)
+    if results is not None and jax.process_index() == 0:
+        print()
+        print(depth_study.final_table(results))
+        print(depth_study.degradation_verdict(results)[1])
+        print(f"wrote results.json, curves.csv, resnet_depth.png to {_WORKDIR.value}")
+
+
+if __name__ == "__main__":
+    app.run(main)

@@ -1,0 +1,192 @@
+"""The training engine: determinism, resume, data parallelism, multi-host, NaN guard."""
+
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+
+import chex
+import jax
+import numpy as np
+import pytest
+
+from cnn_cases import data, train
+from tests.train_worker import tiny_config
+
+WORKER = os.path.join(os.path.dirname(__file__), "train_worker.py")
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _run_worker(tmp_path, name, *args, timeout=300):
+    out = tmp_path / f"{name}.npz"
+    env = {**os.environ, "PYTHONPATH": ROOT}
+    proc = subprocess.run(
+        [sys.executable, WORKER, str(out), str(tmp_path / name), *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return out
+
+
+def _assert_same(a_path, b_path, atol):
+    a, b = np.load(a_path), np.load(b_path)
+    assert sorted(a.files) == sorted(b.files)
+    assert any("batch_stats" in k for k in a.files) and any("params" in k for k in a.files)
+    for k in a.files:
+        np.testing.assert_allclose(a[k], b[k], atol=atol, rtol=0, err_msg=k)
+
+
+def test_same_seed_same_numbers_and_resume_is_exact(tmp_path):
+    config = tiny_config(4)
+    config.checkpoint_every = 2
+    full = train.train_and_evaluate(config, str(tmp_path / "full"))
+    interrupted = str(tmp_path / "interrupted")
+    assert train.train_and_evaluate(config, interrupted, stop_after=3) is None
+    assert train.restore_checkpoint(interrupted)["step"] == 3
+    resumed = train.train_and_evaluate(config, interrupted)
+    assert resumed.test_error == full.test_error and resumed.train_loss == full.train_loss
+    a, b = train.restore_checkpoint(str(tmp_path / "full")), train.restore_checkpoint(interrupted)
+    chex.assert_trees_all_equal(a["params"], b["params"])
+    chex.assert_trees_all_equal(a["batch_stats"], b["batch_stats"])
+    # metrics.jsonl holds each step once, even though steps after the checkpoint ran twice.
+    steps = [
+        r["step"]
+        for r in map(json.loads, open(os.path.join(interrupted, "metrics.jsonl")))
+        if r["kind"] == "train"
+    ]
+    assert steps == [1, 2, 3, 4]
+    # A finished run is not trained again: the stored result comes back.
+    assert train.train_and_evaluate(config, interrupted) == resumed
+
+
+def test_two_runs_with_the_same_seed_agree_and_another_seed_differs(tmp_path):
+    a = train.train_and_evaluate(tiny_config(2), str(tmp_path / "a"))
+    b = train.train_and_evaluate(tiny_config(2), str(tmp_path / "b"))
+    assert (a.train_loss, a.test_loss) == (b.train_loss, b.test_loss)
+    other = tiny_config(2)
+    other.seed = 1
+    c = train.train_and_evaluate(other, str(tmp_path / "c"))
+    assert c.test_loss != a.test_loss
+
+
+def test_train_step_compiles_once():
+    config = tiny_config(1)
+    split = data.load_split("synthetic", "train")
+    model = train.create_model(config, split.num_classes)
+    state = train.create_train_state(model, config, (32, 32, 3))
+    step = jax.jit(chex.assert_max_traces(train.train_step, n=1))
+    pipe = data.Pipeline(split, global_batch_size=16, seed=0, augment=True, mean=None)
+    key = jax.random.PRNGKey(0)
+    losses = []
+    for s in range(3):
+        state, m = step(state, *pipe.batch(s), dropout_key=key)
+        losses.append(float(m["loss"]))
+    assert int(state.step) == 3 and all(np.isfinite(losses))
+
+
+def test_nan_loss_stops_with_the_step_and_keeps_the_last_checkpoint(tmp_path):
+    config = tiny_config(6)
+    config.checkpoint_every = 2
+    config.log_every = 2
+    config.lr_boundaries = (3,)
+    config.lr_decay = 1e30  # sane for 3 steps, then the run blows up
+    workdir = str(tmp_path / "nan")
+    pattern = r"(loss is (nan|inf)|parameters became non-finite.*) at step (\d+)"
+    with pytest.raises(train.NonFiniteLossError, match=pattern) as err:
+        train.train_and_evaluate(config, workdir)
+    assert "last good checkpoint" in str(err.value)
+    saved = train.restore_checkpoint(workdir)
+    step, params = int(saved["step"]), saved["params"]
+    failed_at = int(re.search(pattern, str(err.value)).group(3))
+    assert 2 <= step < failed_at <= 6
+    assert all(np.isfinite(x).all() for x in jax.tree_util.tree_leaves(params))
+    assert f"checkpoint (step {step})" in str(err.value)
+
+
+def test_missing_dataset_is_one_clear_line(tmp_path):
+    config = tiny_config(1)
+    config.dataset = "mnist"
+    config.data_dir = str(tmp_path / "empty")
+    os.makedirs(config.data_dir)
+    config.download = False
+    with pytest.raises(data.DatasetNotFoundError) as err:
+        train.train_and_evaluate(config, str(tmp_path / "run"))
+    msg = str(err.value)
+    assert "\n" not in msg and "mnist" in msg and config.data_dir in msg and "--data_dir" in msg
+
+
+def test_unwritable_workdir_is_a_clear_error(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(ValueError, match=r"workdir .* is not writable"):
+        train.train_and_evaluate(tiny_config(1), str(blocker / "run"))
+
+
+def test_changed_config_in_the_same_workdir_is_refused(tmp_path):
+    train.train_and_evaluate(tiny_config(1), str(tmp_path / "w"))
+    other = tiny_config(1)
+    other.learning_rate = 0.5
+    with pytest.raises(ValueError, match=r"different config \(learning_rate: 0.1 -> 0.5\)"):
+        train.train_and_evaluate(other, str(tmp_path / "w"))
+    assert os.path.exists(tmp_path / "w" / "result.json")  # the earlier result is kept
+
+
+def test_learning_rate_schedule_with_warmup():
+    c = train.default_config()
+    c.warmup_steps = 400
+    sched = train.learning_rate_schedule(c)
+    assert float(sched(0)) == pytest.approx(0.01) and float(sched(399)) == pytest.approx(0.01)
+    assert float(sched(400)) == pytest.approx(0.1)
+    assert float(sched(32_000)) == pytest.approx(0.01)
+    assert float(sched(48_000)) == pytest.approx(0.001)
+
+
+def test_eight_devices_match_one_device(tmp_path):
+    one = _run_worker(tmp_path, "one", "--devices", "1")
+    eight = _run_worker(tmp_path, "eight", "--devices", "8")
+    _assert_same(one, eight, atol=1e-5)
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_two_processes_match_one_process(tmp_path):
+    single = _run_worker(tmp_path, "single", "--devices", "4")
+    port = _free_port()
+    env = {**os.environ, "PYTHONPATH": ROOT}
+    procs = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                WORKER,
+                str(tmp_path / "multi.npz"),
+                str(tmp_path / "multi"),
+                "--devices",
+                "2",
+                "--process_id",
+                str(i),
+                "--num_processes",
+                "2",
+                "--coordinator",
+                f"127.0.0.1:{port}",
+            ],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for i in range(2)
+    ]
+    outs = [p.communicate(timeout=300) for p in procs]
+    for p, (_, err) in zip(procs, outs, strict=True):
+        assert p.returncode == 0, err[-3000:]
+    assert all("processes 2" in err for _, err in outs)
+    _assert_same(single, tmp_path / "multi.npz", atol=1e-5)

@@ -1,0 +1,67 @@
+"""Runs a tiny training in a fresh process (device count and multi-host set before jax starts).
+
+python tests/train_worker.py OUT.npz WORKDIR [--devices N] [--process_id I --num_processes P
+                                              --coordinator HOST:PORT]
+"""
+
+import argparse
+import os
+import sys
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("out")
+    ap.add_argument("workdir")
+    ap.add_argument("--devices", type=int, default=1)
+    ap.add_argument("--steps", type=int, default=3)
+    ap.add_argument("--process_id", type=int, default=None)
+    ap.add_argument("--num_processes", type=int, default=None)
+    ap.add_argument("--coordinator", default=None)
+    args = ap.parse_args()
+    os.environ["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={args.devices}"
+    os.environ["JAX_PLATFORMS"] = "cpu"
+
+    import jax
+    import numpy as np
+
+    from cnn_cases import parallel, train
+
+    if args.coordinator:
+        parallel.initialize_distributed(args.coordinator, args.num_processes, args.process_id)
+    assert jax.device_count() == args.devices * (args.num_processes or 1), jax.devices()
+    config = tiny_config(args.steps)
+    result = train.train_and_evaluate(config, args.workdir)
+    state = train.restore_checkpoint(args.workdir)
+    flat = {
+        "/".join(str(getattr(k, "key", k)) for k in path): np.asarray(v)
+        for path, v in jax.tree_util.tree_leaves_with_path(
+            {"params": state["params"], "batch_stats": state["batch_stats"]}
+        )
+    }
+    if jax.process_index() == 0:
+        np.savez(args.out, test_error=result.test_error, **flat)
+    print("devices", jax.device_count(), "processes", jax.process_count(), file=sys.stderr)
+
+
+def tiny_config(steps: int):
+    from cnn_cases import train
+
+    c = train.default_config()
+    c.model = "resnet8"
+    c.model_kwargs.width = 4
+    c.dataset = "synthetic"
+    c.batch_size = 16
+    c.eval_batch_size = 64
+    c.num_steps = steps
+    c.lr_boundaries = (2,)
+    c.log_every = 1
+    c.checkpoint_every = 0
+    c.final_train_eval_examples = 128
+    c.final_test_eval_examples = 128
+    c.verbose = False
+    return c
+
+
+if __name__ == "__main__":
+    main()
