@@ -31,7 +31,9 @@ from cnn_cases.models.layers import (
     GlobalAvgPool,
     LocalResponseNorm,
     Pool,
+    ceil_mode_pool,
     check_min_size,
+    pool_out_size,
 )
 
 ModuleDef = Any
@@ -77,21 +79,6 @@ def conv_unit(
     if norm is not None:
         y = norm(name=f"{name}_bn")(y)
     return act(y)
-
-
-def pool_out_size(size: int, window: int = 3, strides: int = 2) -> int:
-    """Output size of a ceil-mode pool (Caffe, torchvision); 0 if the window does not fit."""
-    return 0 if size < window else -(-(size - window) // strides) + 1
-
-
-def ceil_mode_pool(
-    x: jax.Array, kind: str, name: str, window: int = 3, strides: int = 2
-) -> jax.Array:
-    """Pooling that keeps the last partial window, as bvlc_googlenet: 112 -> 56 -> 28 -> 14 -> 7."""
-    pads = tuple(
-        (0, (pool_out_size(s, window, strides) - 1) * strides + window - s) for s in x.shape[1:3]
-    )
-    return Pool(kind, window, strides, padding=pads, name=name)(x)
 
 
 class InceptionModule(nn.Module):

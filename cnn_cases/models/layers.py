@@ -48,6 +48,21 @@ class Pool(nn.Module):
         )
 
 
+def pool_out_size(size: int, window: int = 3, strides: int = 2) -> int:
+    """Output size of a ceil-mode pool (Caffe, torchvision); 0 if the window does not fit."""
+    return 0 if size < window else -(-(size - window) // strides) + 1
+
+
+def ceil_mode_pool(
+    x: jax.Array, kind: str, name: str, window: int = 3, strides: int = 2
+) -> jax.Array:
+    """Pooling that keeps the last partial window, as bvlc_googlenet: 112 -> 56 -> 28 -> 14 -> 7."""
+    pads = tuple(
+        (0, (pool_out_size(s, window, strides) - 1) * strides + window - s) for s in x.shape[1:3]
+    )
+    return Pool(kind, window, strides, padding=pads, name=name)(x)
+
+
 class GlobalAvgPool(nn.Module):
     """Averages over height and width: (N, H, W, C) -> (N, C)."""
 

@@ -16,13 +16,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from cnn_cases.models.layers import GlobalAvgPool, Pool, check_min_size
-
-
-def _ceil_mode_pool(x: jax.Array, kind: str, name: str) -> jax.Array:
-    # Caffe's 3x3/2 pooling keeps the last partial window: 32 -> 16 -> 8.
-    pads = tuple((0, (-(-(s - 3) // 2)) * 2 + 3 - s) for s in x.shape[1:3])
-    return Pool(kind, 3, 2, padding=pads, name=name)(x)
+from cnn_cases.models.layers import GlobalAvgPool, ceil_mode_pool, check_min_size
 
 
 class MlpConv(nn.Module):
@@ -58,10 +52,10 @@ class NiN(nn.Module):
         check_min_size(x, self.min_input_size, "nin")
         x = x.astype(self.dtype)
         x = MlpConv((192, 160, 96), 5, dtype=self.dtype, name="mlpconv1")(x)
-        x = _ceil_mode_pool(x, "max", "pool1")
+        x = ceil_mode_pool(x, "max", "pool1")
         x = nn.Dropout(self.dropout, deterministic=not train, name="drop1")(x)
         x = MlpConv((192, 192, 192), 5, dtype=self.dtype, name="mlpconv2")(x)
-        x = _ceil_mode_pool(x, "avg", "pool2")
+        x = ceil_mode_pool(x, "avg", "pool2")
         x = nn.Dropout(self.dropout, deterministic=not train, name="drop2")(x)
         x = MlpConv((192, 192, self.num_classes), 3, dtype=self.dtype, name="mlpconv3")(x)
         return GlobalAvgPool(name="pool3")(x).astype(jnp.float32)
