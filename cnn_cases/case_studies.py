@@ -13,6 +13,13 @@ def _fmt_diff(ours: int, published: int | None, rng: tuple[int, int] | None) -> 
     return ""
 
 
+def _si(n: float) -> str:
+    for unit, scale in (("G", 1e9), ("M", 1e6), ("K", 1e3)):
+        if n >= scale:
+            return f"{n / scale:.3f}{unit}" if unit == "G" else f"{n / scale:.1f}{unit}"
+    return f"{n:.0f}"
+
+
 def summary_table() -> str:
     """One row per registry model: input, parameters, multiply-adds, published figures."""
     header = ("model", "input", "params", "published", "diff", "mult-adds", "published", "diff %")
@@ -25,7 +32,7 @@ def summary_table() -> str:
             pub_p = f"{entry.params_range[0] / 1e6:.1f}M-{entry.params_range[1] / 1e6:.1f}M"
         else:
             pub_p = ""
-        pub_m = f"{entry.published_macs / 1e9:.3f}G" if entry.published_macs else ""
+        pub_m = _si(entry.published_macs) if entry.published_macs else ""
         diff_m = (
             f"{100 * (cost.macs - entry.published_macs) / entry.published_macs:+.2f}"
             if entry.published_macs
@@ -38,7 +45,7 @@ def summary_table() -> str:
                 f"{cost.params:,}",
                 pub_p,
                 _fmt_diff(cost.params, entry.published_params, entry.params_range),
-                f"{cost.macs / 1e9:.3f}G",
+                _si(cost.macs),
                 pub_m,
                 diff_m,
             )
@@ -50,10 +57,10 @@ def summary_table() -> str:
     ]
     lines.insert(1, "-" * len(lines[0]))
     note = (
-        "params: entries of the `params` collection (BN scale/bias included, running "
-        "statistics not); mult-adds per image, convs and dense layers, padding included "
-        "(torchvision's 'GFLOPS' are these). Published multiply-adds are given to 3-4 "
-        "significant figures, hence the small % differences."
+        "params: entries of the `params` collection (BN scale/bias included, running\n"
+        "statistics not). mult-adds: per image, convs and dense layers, padding included\n"
+        "(torchvision's 'GFLOPS' count these); published figures have 3-4 significant digits.\n"
+        "GoogLeNet: the paper gives ~6.8M parameters and ~1.5G mult-adds, rounded."
     )
     return "\n".join([*lines, "", note])
 

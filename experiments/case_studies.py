@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from absl import app, flags
 
 from cnn_cases import case_studies
+from experiments import common
 
 _MODEL = flags.DEFINE_string("model", None, "Print this model's per-layer table.")
 _TRAIN = flags.DEFINE_bool("train", False, "Count training-only layers (auxiliary heads).")
@@ -22,6 +23,7 @@ _MAX_ROWS = flags.DEFINE_integer("max_rows", None, "Show at most this many layer
 def main(argv: Sequence[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    common.quiet_logs()
     if _MODEL.value:
         print(case_studies.layer_table(_MODEL.value, train=_TRAIN.value, max_rows=_MAX_ROWS.value))
     else:
@@ -31,4 +33,4 @@ def main(argv: Sequence[str]) -> None:
 
 
 if __name__ == "__main__":
-    app.run(main)
+    common.run(main)

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
-from absl import flags, logging
+import os
+import sys
+from collections.abc import Callable, Sequence
 
-from cnn_cases import parallel
+from absl import app, flags, logging
+
+from cnn_cases import parallel, train
 
 _COORDINATOR = flags.DEFINE_string(
     "coordinator_address",
@@ -32,3 +36,18 @@ def setup() -> bool:
     """What every launcher does first: quiet logs, multi-host initialisation."""
     quiet_logs()
     return initialize_distributed()
+
+
+def run(main: Callable[[Sequence[str]], None]) -> None:
+    """`app.run(main)`, with bad input reported as one line (set CNN_CASES_TRACEBACK=1 for more)."""
+
+    def wrapped(argv: Sequence[str]) -> None:
+        try:
+            main(argv)
+        except (ValueError, train.NonFiniteLossError) as e:
+            if os.environ.get("CNN_CASES_TRACEBACK"):
+                raise
+            print(f"error: {e}", file=sys.stderr)
+            sys.exit(1)
+
+    app.run(wrapped)
