@@ -103,6 +103,10 @@ class ResNet(nn.Module):
 
     `stem="imagenet"`: 7x7/2 conv, 3x3/2 max pool (He et al. Table 1).
     `stem="cifar"`: one 3x3 conv (He et al. section 4.2).
+    `scan=True`: blocks 2..n of each stage (identical shapes) run as one `nn.scan` over
+    stacked parameters (`stage{i}_block2_to_{n}`, leading axis n-1): same function and
+    parameter count, but each stage is traced and compiled once, so compile time stays
+    flat in depth.
     """
 
     stage_sizes: Sequence[int]
@@ -114,6 +118,7 @@ class ResNet(nn.Module):
     zero_init_residual: bool = False
     act: Callable[[jax.Array], jax.Array] = nn.relu
     dtype: Any = jnp.float32
+    scan: bool = False
 
     @property
     def min_input_size(self) -> int:
@@ -139,20 +144,37 @@ class ResNet(nn.Module):
             x = conv(self.widths[0], (3, 3), name="conv_init")(x)
             x = self.act(norm(name="bn_init")(x))
         for i, (size, width) in enumerate(zip(self.stage_sizes, self.widths, strict=True)):
+            block = functools.partial(
+                self.block_cls,
+                width,
+                conv=conv,
+                norm=norm,
+                act=self.act,
+                shortcut=self.shortcut,
+                zero_init=self.zero_init_residual,
+            )
+            if self.scan and size > 1:
+                # The first block may change shape; the rest map (N, H, W, C) to itself.
+                x = block(strides=2 if i > 0 else 1, name=f"stage{i + 1}_block1")(x)
+                x = _scan_blocks(block(name=f"stage{i + 1}_block2_to_{size}"), x, size - 1)
+                continue
             for j in range(size):
-                x = self.block_cls(
-                    width,
-                    conv=conv,
-                    norm=norm,
-                    act=self.act,
-                    strides=2 if i > 0 and j == 0 else 1,
-                    shortcut=self.shortcut,
-                    zero_init=self.zero_init_residual,
-                    name=f"stage{i + 1}_block{j + 1}",
-                )(x)
+                strides = 2 if i > 0 and j == 0 else 1
+                x = block(strides=strides, name=f"stage{i + 1}_block{j + 1}")(x)
         x = GlobalAvgPool(name="pool")(x)
         x = nn.Dense(self.num_classes, dtype=self.dtype, name="head")(x)
         return x.astype(jnp.float32)
+
+
+def _scan_blocks(block: nn.Module, x: jax.Array, length: int) -> jax.Array:
+    """`block` applied `length` times, each time with its own slice of stacked variables."""
+    body = nn.scan(
+        lambda module, carry, _: (module(carry), None),
+        variable_axes={"params": 0, "batch_stats": 0},
+        split_rngs={"params": True},
+        length=length,
+    )
+    return body(block, x, None)[0]
 
 
 ResNet18 = functools.partial(ResNet, stage_sizes=(2, 2, 2, 2), block_cls=ResidualBlock)
