@@ -113,7 +113,7 @@ def model_cost(
 
     `train=True` also counts what runs only in training (auxiliary heads).
     """
-    calls: list[tuple[tuple[str, ...], str, tuple[int, ...], int]] = []
+    calls: list[tuple[tuple[str, ...], str, tuple[int, ...], int, int]] = []
 
     def interceptor(next_fun, args, kwargs, context):
         out = next_fun(*args, **kwargs)
@@ -121,8 +121,9 @@ def model_cost(
             module = context.module
             first = _first_array(out)
             shape = tuple(first.shape[1:]) if first is not None else ()
+            own = _tree_size(module.variables.get("params", {}))
             calls.append(
-                (tuple(module.path), type(module).__name__, shape, _layer_macs(module, first))
+                (tuple(module.path), type(module).__name__, shape, _layer_macs(module, first), own)
             )
         return out
 
@@ -132,20 +133,22 @@ def model_cost(
     paths = {c[0] for c in calls}
     # A leaf is a call whose path is no other call's prefix (blocks and the model itself drop out).
     parents = {p[:i] for p in paths for i in range(len(p))}
-    layers = tuple(
-        LayerCost(
-            "/".join(path) or type(model).__name__,
-            kind,
-            shape,
-            _tree_size(_subtree(params, path)),
-            macs,
+    layers, scanned = [], set()
+    for path, kind, shape, macs, own in calls:
+        if path in parents or path in scanned:
+            continue
+        stored = _tree_size(_subtree(params, path))
+        # Under nn.scan a layer's parameters are stacked `repeats` times, and flax traces its
+        # body more than once: count it once, `repeats` times over.
+        repeats = stored // own if own and stored > own else 1
+        if repeats > 1:
+            scanned.add(path)
+        layers.append(
+            LayerCost("/".join(path) or type(model).__name__, kind, shape, stored, macs * repeats)
         )
-        for path, kind, shape, macs in calls
-        if path not in parents
-    )
     return ModelCost(
         input_shape=tuple(input_shape),
-        layers=layers,
+        layers=tuple(layers),
         params=_tree_size(params),
         macs=sum(layer.macs for layer in layers),
     )

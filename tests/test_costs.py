@@ -87,3 +87,11 @@ def test_costs_allocate_nothing():
     costs.model_cost(models.get_model("vgg19"), (224, 224, 3))
     after = sum(x.nbytes for x in jax.live_arrays())
     assert after - before < 1e6
+
+
+def test_scanned_resnet_costs_equal_unrolled():
+    for depth in (20, 56):
+        plain = costs.model_cost(models.get_model(f"resnet{depth}"), (32, 32, 3))
+        scanned = costs.model_cost(models.get_model(f"resnet{depth}", scan=True), (32, 32, 3))
+        assert (scanned.macs, scanned.params) == (plain.macs, plain.params)
+        assert sum(layer.params for layer in scanned.layers) == scanned.params
