@@ -1,0 +1,70 @@
+"""scripts/benchmark.py end to end on a tiny CIFAR ResNet (seconds, synthetic data)."""
+
+import importlib.util
+import json
+import math
+import os
+
+import pytest
+
+_PATH = os.path.join(os.path.dirname(__file__), os.pardir, "scripts", "benchmark.py")
+_TINY = [
+    "--model=resnet8",
+    "--width=4",
+    "--batch_size=8",
+    "--reps=2",
+    "--steps_per_rep=1",
+    "--warmup=1",
+    "--matmul_size=256",
+    "--pipeline_batches=2",
+    "--dataset=synthetic",
+    "--json",
+]
+KEYS = ("images_per_s", "gflops", "peak_gflops", "compile_s", "pipeline_images_per_s")
+
+
+@pytest.fixture(scope="module")
+def benchmark():
+    spec = importlib.util.spec_from_file_location("benchmark", _PATH)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _run(benchmark, argv):
+    printed = []
+    result = benchmark.main(argv, out=printed.append)
+    assert len(printed) == 1
+    assert json.loads(printed[0]) == json.loads(json.dumps(result))
+    return result
+
+
+def _positive_finite(result, keys):
+    for key in keys:
+        value = result[key]
+        assert isinstance(value, float | int) and math.isfinite(value) and value > 0, (key, value)
+
+
+def test_benchmark_json_keys_and_values(benchmark):
+    r = _run(benchmark, _TINY)
+    _positive_finite(r, (*KEYS, "pipeline_ratio", "pct_of_peak", "macs_per_image", "params"))
+    assert r["params"] == 5006  # resnet8 at width 4
+    assert len(r["images_per_s_reps"]) == 2
+    assert "torch_images_per_s" not in r
+
+
+def test_benchmark_vs_torch(benchmark):
+    pytest.importorskip("torch")
+    r = _run(benchmark, [*_TINY, "--vs_torch"])
+    _positive_finite(r, (*KEYS, "torch_images_per_s", "ratio_jax_over_torch"))
+    assert r["torch_params"] == r["params"]  # the reference is the same net
+    assert len(r["torch_images_per_s_reps"]) == 2
+    assert r["ratio_jax_over_torch"] == pytest.approx(r["images_per_s"] / r["torch_images_per_s"])
+
+
+def test_benchmark_rejects_bad_arguments(benchmark):
+    with pytest.raises(SystemExit):
+        benchmark.parse_args(["--reps=0"])
+    args = benchmark.parse_args(["--model=vgg16", "--vs_torch"])
+    with pytest.raises(ValueError, match="CIFAR"):
+        benchmark.TorchBench(args)
