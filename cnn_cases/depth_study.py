@@ -62,18 +62,25 @@ def net_config(config: ml_collections.ConfigDict, name: str) -> ml_collections.C
     return c
 
 
-def degradation_verdict(results: dict[str, dict[str, Any]]) -> tuple[bool, str]:
-    """Deepest plain net trains worse than the shallowest; deepest ResNet not worse."""
+def degradation_verdict(
+    results: dict[str, dict[str, Any]], *, tolerance: float = 0.005
+) -> tuple[bool, str]:
+    """Deepest plain net trains worse than the shallowest; deepest ResNet not worse.
+
+    "Not worse" allows `tolerance` (0.5 point by default): at a CPU budget the training
+    error of one short run moves by that much from seed to seed.
+    """
     plain = sorted((v["depth"], v["train_error"]) for v in results.values() if not v["residual"])
     res = sorted((v["depth"], v["train_error"]) for v in results.values() if v["residual"])
     if len(plain) < 2 or len(res) < 2:
         return False, "degradation not tested: need at least two depths"
     dp, dr = plain[-1][1] - plain[0][1], res[-1][1] - res[0][1]
-    ok = dp > 0 and dr <= 0
+    ok = dp > tolerance and dr <= tolerance
     what = "REPRODUCED" if ok else "NOT reproduced"
     return ok, (
         f"degradation {what}: plain{plain[-1][0]} train error {dp * 100:+.2f} points vs "
-        f"plain{plain[0][0]}; resnet{res[-1][0]} {dr * 100:+.2f} points vs resnet{res[0][0]}"
+        f"plain{plain[0][0]}; resnet{res[-1][0]} {dr * 100:+.2f} points vs resnet{res[0][0]} "
+        f"(tolerance {tolerance * 100:.1f} point)"
     )
 
 
@@ -119,8 +126,9 @@ def run(
 
 
 def _title(config: ml_collections.ConfigDict) -> str:
+    size = f" at 1/{config.downsample} resolution" if config.downsample > 1 else ""
     return (
-        f"{config.dataset}, width {config.width}, {config.num_steps} steps of "
+        f"{config.dataset}{size}, width {config.width}, {config.num_steps} steps of "
         f"{config.batch_size}, preset {config.preset or 'custom'}"
     )
 

@@ -86,6 +86,9 @@ def test_degradation_verdict():
         "resnet56": mk(56, True, 0.25),
     }
     assert depth_study.degradation_verdict(yes)[0]
-    no = {**yes, "resnet56": mk(56, True, 0.31)}
+    assert depth_study.degradation_verdict({**yes, "resnet56": mk(56, True, 0.304)})[0]
+    no = {**yes, "resnet56": mk(56, True, 0.306)}
     ok, line = depth_study.degradation_verdict(no)
-    assert not ok and "NOT reproduced" in line
+    assert not ok and "NOT reproduced" in line and "+0.60 points" in line
+    flat = {**yes, "plain56": mk(56, False, 0.303)}
+    assert not depth_study.degradation_verdict(flat)[0]
