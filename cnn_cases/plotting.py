@@ -77,3 +77,82 @@ def curves_figure(
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+CurveKeys = Sequence[tuple[str, str, str]]  # (key in a curve row, line style, label)
+
+
+def plot_curves(
+    ax: Any, curves: Mapping[str, Sequence[Mapping[str, float]]], keys: CurveKeys
+) -> None:
+    """On `ax`: one colour per run, one line style per key, errors in % against steps."""
+    cmap = plt.get_cmap("tab10")
+    for i, (name, rows) in enumerate(curves.items()):
+        for key, style, label in keys:
+            pts = [(r["step"], 100 * r[key]) for r in rows if key in r]
+            if pts:
+                xs, ys = zip(*pts, strict=True)
+                ax.plot(xs, ys, style, color=cmap(i % 10), marker=".", label=f"{name} {label}")
+    ax.set_xlabel("iterations")
+    ax.set_ylabel("error (%)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+
+
+def panels_figure(
+    panels: Sequence[tuple[str, Mapping[str, Sequence[Mapping[str, float]]], CurveKeys]],
+    path: str,
+    *,
+    title: str = "",
+    log_y: bool = False,
+) -> None:
+    """Side-by-side panels of `plot_curves`, each given as (panel title, curves, keys)."""
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.8 * len(panels), 4.2), squeeze=False)
+    for ax, (panel_title, curves, keys) in zip(axes[0], panels, strict=True):
+        plot_curves(ax, curves, keys)
+        ax.set_title(panel_title, fontsize=10)
+        if log_y:
+            ax.set_yscale("log")
+            for axis in (ax.yaxis.set_major_formatter, ax.yaxis.set_minor_formatter):
+                axis(matplotlib.ticker.FormatStrFormatter("%g"))
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def cost_error_figure(
+    results: Mapping[str, Mapping[str, Any]],
+    curves: Mapping[str, Sequence[Mapping[str, float]]],
+    path: str,
+    *,
+    title: str = "",
+) -> None:
+    """Left: final test error against multiply-adds per image (log scale), one point per run,
+    labelled with its parameters; right: train (dashed) and test (solid) curves."""
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11.5, 4.2))
+    cmap = plt.get_cmap("tab10")
+    for i, (name, r) in enumerate(results.items()):
+        left.scatter(r["macs"], 100 * r["test_error"], s=60, color=cmap(i % 10), zorder=3)
+        left.annotate(
+            f"{name}\n{r['params']:,} params",
+            (r["macs"], 100 * r["test_error"]),
+            textcoords="offset points",
+            xytext=(6, 6),
+            fontsize=8,
+        )
+    left.set_xscale("log")
+    left.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())  # crowded on 1 decade
+    left.set_xlabel("multiply-adds per image")
+    left.set_ylabel("final test error (%)")
+    left.grid(alpha=0.3, which="both")
+    left.margins(x=0.4, y=0.3)
+    left.set_title("cost vs accuracy", fontsize=10)
+    plot_curves(right, curves, (("train_error", "--", "train"), ("test_error", "-", "test")))
+    right.set_title("learning curves", fontsize=10)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

@@ -1,0 +1,51 @@
+"""`python -m experiments.lenet5`: presets, the shape table, a real short run."""
+
+import csv
+import json
+import os
+
+import pytest
+
+from cnn_cases import studies
+from experiments import lenet5
+
+
+@pytest.mark.parametrize("preset", lenet5.PRESETS)
+def test_presets_are_complete(preset):
+    c = lenet5.get_config(preset)
+    assert c.preset == preset and c.expected_minutes > 0
+    assert c.dataset == "mnist" and not c.augment and c.mean_subtract
+    kw = {v: dict(x.model_kwargs) for v, x in studies.lenet_variant_configs(c).items()}
+    assert kw == {
+        "classic": {"activation": "tanh", "pool": "avg"},
+        "modern": {"activation": "relu", "pool": "max"},
+    }
+
+
+def test_cpu_preset_fits_five_minutes():
+    assert lenet5.get_config("cpu").expected_minutes <= 5
+
+
+def test_unknown_preset_is_refused():
+    with pytest.raises(ValueError, match="unknown preset 'fast'"):
+        lenet5.get_config("fast")
+
+
+def test_smoke_run_prints_shapes_and_writes_every_file(tmp_path, capsys):
+    config = lenet5.get_config("smoke")
+    config.dataset = "synthetic_28x28x1"
+    workdir = str(tmp_path / "run")
+    results = studies.run_lenet(config, workdir)
+    out = capsys.readouterr().out
+    for line in ("c1 ", "28x28x6", "5x5x16", "61,706"):
+        assert line in out
+    with open(os.path.join(workdir, "results.json")) as f:
+        assert json.load(f) == results
+    assert list(results) == ["classic", "modern"]
+    for r in results.values():
+        assert {"test_error", "train_error", "params", "steps", "seconds"} <= set(r)
+        assert r["params"] == 61_706 and r["steps"] == config.num_steps
+    with open(os.path.join(workdir, "curves.csv")) as f:
+        assert {r["variant"] for r in csv.DictReader(f)} == {"classic", "modern"}
+    with open(os.path.join(workdir, "lenet5.png"), "rb") as f:
+        assert f.read(8) == b"\x89PNG\r\n\x1a\n"
