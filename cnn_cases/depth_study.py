@@ -7,38 +7,24 @@ then writes `results.json`, `curves.csv` and `resnet_depth.png`.
 
 from __future__ import annotations
 
-import csv
-import json
 import os
 from typing import Any
 
 import jax
 import ml_collections
 
-from cnn_cases import plotting, train
-
-STUDY_KEYS = (
-    "depths",
-    "width",
-    "zero_init_residual",
-    "shortcut",
-    "warmup_from_depth",
-    "expected_minutes",
-    "preset",
-)
+from cnn_cases import plotting, studies
 
 
 def study_config() -> ml_collections.ConfigDict:
     """The training defaults plus the knobs of the study."""
-    c = train.default_config()
-    c.depths = (20, 32, 44, 56)
-    c.width = 16
-    c.zero_init_residual = False
-    c.shortcut = "A"
-    c.warmup_from_depth = 110  # He et al.: ResNet-110 warms up at lr 0.01
-    c.expected_minutes = 0.0
-    c.preset = ""
-    return c
+    return studies.study_config(
+        depths=(20, 32, 44, 56),
+        width=16,
+        zero_init_residual=False,
+        shortcut="A",
+        warmup_from_depth=110,  # He et al.: ResNet-110 warms up at lr 0.01
+    )
 
 
 def net_names(depths: Any) -> list[str]:
@@ -49,14 +35,10 @@ def net_config(config: ml_collections.ConfigDict, name: str) -> ml_collections.C
     """The training config of one net of the study."""
     residual = name.startswith("resnet")
     depth = int(name.removeprefix("resnet").removeprefix("plain"))
-    c = train.default_config()
-    for key in c:
-        if key not in ("model", "model_kwargs"):
-            c[key] = config[key]
-    c.model = name
-    c.model_kwargs = ml_collections.ConfigDict({"width": config.width, "shortcut": config.shortcut})
+    kwargs: dict[str, Any] = {"width": config.width, "shortcut": config.shortcut}
     if residual and config.zero_init_residual:
-        c.model_kwargs.zero_init_residual = True
+        kwargs["zero_init_residual"] = True
+    c = studies.variant_config(config, name, **kwargs)
     if depth < config.warmup_from_depth:
         c.warmup_steps = 0
     return c
@@ -98,19 +80,12 @@ def run(
     config: ml_collections.ConfigDict, workdir: str, *, stop_after: int | None = None
 ) -> dict[str, dict[str, Any]] | None:
     """Trains every net, writes the study's files and returns `results` (None if stopped)."""
-    train.check_workdir(workdir)
-    names = net_names(config.depths)
-    results: dict[str, dict[str, Any]] = {}
-    curves: dict[str, list[dict[str, float]]] = {}
-    for i, name in enumerate(names):
-        if config.verbose and jax.process_index() == 0:
-            print(f"[{i + 1}/{len(names)}] {name}", flush=True)
-        r = train.train_and_evaluate(
-            net_config(config, name), os.path.join(workdir, "nets", name), stop_after=stop_after
-        )
-        if r is None:
-            return None
-        results[name] = {
+    configs = {name: net_config(config, name) for name in net_names(config.depths)}
+    runs = studies.run_variants(configs, workdir, stop_after=stop_after)
+    if runs is None:
+        return None
+    results = {
+        name: {
             "depth": int(name.removeprefix("resnet").removeprefix("plain")),
             "residual": name.startswith("resnet"),
             "train_error": r.train_error,
@@ -119,9 +94,12 @@ def run(
             "seconds": r.seconds,
             "params": r.params,
         }
-        curves[name] = r.curves
+        for name, r in runs.items()
+    }
     if jax.process_index() == 0:
-        write_outputs(results, curves, workdir, title=_title(config))
+        write_outputs(
+            results, {n: r.curves for n, r in runs.items()}, workdir, title=_title(config)
+        )
     return results
 
 
@@ -141,14 +119,6 @@ def write_outputs(
     title: str = "",
 ) -> None:
     """results.json, curves.csv and resnet_depth.png in `workdir`."""
-    tmp = os.path.join(workdir, "results.json.tmp")
-    with open(tmp, "w") as f:
-        json.dump(results, f, indent=2)
-    os.replace(tmp, os.path.join(workdir, "results.json"))
-    with open(os.path.join(workdir, "curves.csv"), "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["step", "model", "train_error", "test_error"])
-        for name, rows in curves.items():
-            for r in rows:
-                w.writerow([r["step"], name, f"{r['train_error']:.6f}", f"{r['test_error']:.6f}"])
+    studies.write_json(os.path.join(workdir, "results.json"), results)
+    studies.write_curves_csv(os.path.join(workdir, "curves.csv"), curves, key="model")
     plotting.depth_figure(curves, results, os.path.join(workdir, "resnet_depth.png"), title=title)

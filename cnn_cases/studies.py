@@ -116,7 +116,7 @@ def image_shape(config: ml_collections.ConfigDict) -> tuple[int, int, int]:
     split = data_lib.load_split(
         config.dataset, config.train_split, data_dir=config.data_dir, download=config.download
     )
-    return data_lib.image_shape(split, config.pad_to)
+    return data_lib.image_shape(data_lib.downsample(split, config.downsample), config.pad_to)
 
 
 def median_step_seconds(run_dir: str, batch_size: int) -> float | None:
@@ -141,15 +141,17 @@ def write_json(path: str, obj: Any) -> None:
     os.replace(path + ".tmp", path)
 
 
-def write_curves_csv(path: str, curves: Mapping[str, Sequence[Mapping[str, float]]]) -> None:
-    """Rows of step, variant and every error column any curve has (blank where absent)."""
+def write_curves_csv(
+    path: str, curves: Mapping[str, Sequence[Mapping[str, float]]], *, key: str = "variant"
+) -> None:
+    """Rows of step, `key` (the run's name) and every error column any curve has."""
     columns: list[str] = []
     for rows in curves.values():
         for r in rows:
             columns += [k for k in r if k != "step" and k not in columns]
     with open(path, "w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["step", "variant", *columns])
+        w.writerow(["step", key, *columns])
         for name, rows in curves.items():
             for r in rows:
                 w.writerow([r["step"], name, *(f"{r[k]:.6f}" if k in r else "" for k in columns)])
