@@ -174,12 +174,14 @@ class TorchBench:
     """The same CIFAR ResNet train step in PyTorch (channels last)."""
 
     def __init__(self, args: argparse.Namespace):
-        import torch
-
         name = args.model
         match = re.fullmatch(r"(resnet|plain)(\d+)", name)
         if match is None or models.input_shape(name) != models.CIFAR:
             raise ValueError(f"--vs_torch needs a CIFAR net (resnetD or plainD), not {name!r}")
+        try:
+            import torch
+        except ImportError:
+            raise ValueError("--vs_torch needs PyTorch: pip install -e '.[bench]'") from None
         residual, depth = match.group(1) == "resnet", int(match.group(2))
         torch.set_num_threads(args.torch_threads)
         torch.manual_seed(args.seed)
