@@ -18,7 +18,7 @@ import jax
 import ml_collections
 from absl import app, flags
 
-from cnn_cases import depth_study, launch
+from cnn_cases import depth_study, launch, studies
 from cnn_cases.models import resnet
 from experiments import common
 
@@ -86,19 +86,9 @@ def get_config(preset: str = "cpu") -> ml_collections.ConfigDict:
         c.log_every = 50
         c.expected_minutes = 8.0
     elif preset == "smoke":
+        studies.smoke(c)
         c.depths = (8, 14)
         c.width = 4
-        c.batch_size = 16
-        c.eval_batch_size = 50
-        c.num_steps = 3
-        c.lr_boundaries = (2,)
-        c.eval_every = 2
-        c.curve_eval_examples = 50
-        c.final_train_eval_examples = 100
-        c.final_test_eval_examples = 100
-        c.checkpoint_every = 2
-        c.log_every = 1
-        c.expected_minutes = 0.5
     else:
         raise ValueError(f"unknown preset {preset!r} (valid: {', '.join(PRESETS)})")
     return c
