@@ -5,10 +5,12 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Callable, Sequence
+from typing import Any
 
+import ml_collections
 from absl import app, flags, logging
 
-from cnn_cases import parallel, train
+from cnn_cases import launch, parallel, train
 
 _COORDINATOR = flags.DEFINE_string(
     "coordinator_address",
@@ -51,3 +53,43 @@ def run(main: Callable[[Sequence[str]], None]) -> None:
             sys.exit(1)
 
     app.run(wrapped)
+
+
+def define_flags(presets: Sequence[str], workdir: str, dataset_help: str) -> None:
+    """The flags every launcher has. Defined when the launcher runs as a program, so that
+    launchers (and their `get_config`) can be imported side by side in one process."""
+    flags.DEFINE_enum("preset", None, presets, "Default: cpu on a CPU backend, else the full run.")
+    flags.DEFINE_string("workdir", workdir, "Where results and checkpoints go.")
+    flags.DEFINE_string("dataset", None, dataset_help)
+    flags.DEFINE_string("data_dir", None, "TFDS data_dir (default: TFDS_DATA_DIR).")
+    flags.DEFINE_integer("seed", None, "Random seed (data order, init, augmentation).")
+    flags.DEFINE_multi_string("set", [], "Config override KEY=VALUE, e.g. --set=num_steps=500.")
+
+
+def prepare(
+    argv: Sequence[str],
+    get_config: Callable[[str], ml_collections.ConfigDict],
+    *,
+    accelerator: str,
+    **overrides: Any,
+) -> ml_collections.ConfigDict:
+    """The start of every launcher's main: set-up, preset, config with the flags applied.
+
+    `overrides` are launcher-specific flag values (None: not given).
+    """
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    setup()
+    f = flags.FLAGS
+    preset = launch.choose_preset(f.preset, accelerator=accelerator, cpu="cpu")
+    config = get_config(preset)
+    launch.apply_overrides(
+        config, dataset=f.dataset, data_dir=f.data_dir, seed=f.seed, sets=f.set, **overrides
+    )
+    return config
+
+
+def announce(config: ml_collections.ConfigDict) -> None:
+    """Says which preset runs (and why), how long it should take and where output goes."""
+    f = flags.FLAGS
+    launch.announce(config.preset, f.preset is None, config.expected_minutes, f.workdir)

@@ -17,9 +17,9 @@ from collections.abc import Sequence
 
 import jax
 import ml_collections
-from absl import app, flags
+from absl import flags
 
-from cnn_cases import launch, studies
+from cnn_cases import studies
 from experiments import common
 
 PRESETS = ("full", "cpu", "smoke")
@@ -68,27 +68,13 @@ def get_config(preset: str = "cpu") -> ml_collections.ConfigDict:
 
 
 def define_flags() -> None:
-    """The launcher's flags; defined only when it runs as a program, so that launchers
-    (and their `get_config`) can be imported side by side in one process."""
-    flags.DEFINE_enum("preset", None, PRESETS, "Default: cpu on a CPU backend, full on GPU/TPU.")
-    flags.DEFINE_string("workdir", "runs/lenet5", "Where results and checkpoints go.")
-    flags.DEFINE_string("dataset", None, "TFDS name: mnist (default) or fashion_mnist.")
-    flags.DEFINE_string("data_dir", None, "TFDS data_dir (default: TFDS_DATA_DIR).")
-    flags.DEFINE_integer("seed", None, "Random seed (data order, init).")
-    flags.DEFINE_multi_string("set", [], "Config override KEY=VALUE, e.g. --set=num_steps=500.")
+    common.define_flags(PRESETS, "runs/lenet5", "TFDS name: mnist (default) or fashion_mnist.")
 
 
 def main(argv: Sequence[str]) -> None:
     FLAGS = flags.FLAGS
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-    common.setup()
-    preset = launch.choose_preset(FLAGS.preset, accelerator="full", cpu="cpu")
-    config = get_config(preset)
-    launch.apply_overrides(
-        config, dataset=FLAGS.dataset, data_dir=FLAGS.data_dir, seed=FLAGS.seed, sets=FLAGS.set
-    )
-    launch.announce(preset, FLAGS.preset is None, config.expected_minutes, FLAGS.workdir)
+    config = common.prepare(argv, get_config, accelerator="full")
+    common.announce(config)
     results = studies.run_lenet(config, FLAGS.workdir)
     if results is not None and jax.process_index() == 0:
         print()

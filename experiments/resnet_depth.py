@@ -16,23 +16,13 @@ from collections.abc import Sequence
 
 import jax
 import ml_collections
-from absl import app, flags
+from absl import flags
 
-from cnn_cases import depth_study, launch, studies
+from cnn_cases import depth_study, studies
 from cnn_cases.models import resnet
 from experiments import common
 
 PRESETS = ("paper", "cpu", "smoke")
-
-_PRESET = flags.DEFINE_enum(
-    "preset", None, PRESETS, "Default: cpu on a CPU backend, paper on GPU/TPU."
-)
-_WORKDIR = flags.DEFINE_string("workdir", "runs/resnet_depth", "Where results and checkpoints go.")
-_DATASET = flags.DEFINE_string("dataset", None, "TFDS name (default cifar10).")
-_DATA_DIR = flags.DEFINE_string("data_dir", None, "TFDS data_dir (default: TFDS_DATA_DIR).")
-_DEPTHS = flags.DEFINE_list("depths", None, "Depths 6n+2, e.g. 20,32,44,56,110.")
-_SEED = flags.DEFINE_integer("seed", None, "Random seed (data order, init, augmentation).")
-_SET = flags.DEFINE_multi_string("set", [], "Config override KEY=VALUE, e.g. --set=num_steps=500.")
 
 
 def get_config(preset: str = "cpu") -> ml_collections.ConfigDict:
@@ -94,30 +84,26 @@ def get_config(preset: str = "cpu") -> ml_collections.ConfigDict:
     return c
 
 
+def define_flags() -> None:
+    common.define_flags(PRESETS, "runs/resnet_depth", "TFDS name (default cifar10).")
+    flags.DEFINE_list("depths", None, "Depths 6n+2, e.g. 20,32,44,56,110.")
+
+
 def main(argv: Sequence[str]) -> None:
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-    common.setup()
-    preset = launch.choose_preset(_PRESET.value, accelerator="paper", cpu="cpu")
-    config = get_config(preset)
-    launch.apply_overrides(
-        config,
-        dataset=_DATASET.value,
-        data_dir=_DATA_DIR.value,
-        seed=_SEED.value,
-        depths=tuple(int(d) for d in _DEPTHS.value) if _DEPTHS.value else None,
-        sets=_SET.value,
-    )
+    FLAGS = flags.FLAGS
+    depths = tuple(int(d) for d in FLAGS.depths) if FLAGS.depths else None
+    config = common.prepare(argv, get_config, accelerator="paper", depths=depths)
     for d in config.depths:  # fail before any training on a bad depth
         resnet.cifar_depth_to_blocks(d)
-    launch.announce(preset, _PRESET.value is None, config.expected_minutes, _WORKDIR.value)
-    results = depth_study.run(config, _WORKDIR.value)
+    common.announce(config)
+    results = depth_study.run(config, FLAGS.workdir)
     if results is not None and jax.process_index() == 0:
         print()
         print(depth_study.final_table(results))
         print(depth_study.degradation_verdict(results)[1])
-        print(f"wrote results.json, curves.csv, resnet_depth.png to {_WORKDIR.value}")
+        print(f"wrote results.json, curves.csv, resnet_depth.png to {FLAGS.workdir}")
 
 
 if __name__ == "__main__":
+    define_flags()
     common.run(main)
