@@ -7,7 +7,9 @@ statistics are taken over the global batch, so no `axis_name` is needed.
 
 from __future__ import annotations
 
+import itertools
 import os
+from collections.abc import Callable
 from typing import Any
 
 import jax
@@ -83,3 +85,56 @@ def replicate(mesh: Mesh, tree: Any) -> Any:
         return jax.make_array_from_callback(x.shape, sharding, lambda idx: x[idx])
 
     return jax.tree_util.tree_map(put, jax.device_get(tree))
+
+
+# How long a process waits at a barrier for the slowest of its peers.
+SYNC_TIMEOUT_S = 1800.0
+
+
+def sync(name: str, timeout_s: float = SYNC_TIMEOUT_S) -> None:
+    """Waits until every process reaches the barrier `name`; nothing to do in one process.
+
+    The barrier goes through JAX's coordination service, whose timeout is ours to set. A
+    collective is no substitute: on CPU, gloo gives a late peer 30 s to join its first
+    collective, which a process that loads data or compiles more slowly than the others can
+    exceed.
+    """
+    if jax.process_count() == 1:
+        return
+    from jax._src import distributed  # the client orbax and jax's serialization use too
+
+    distributed.global_state.client.wait_at_barrier(name, timeout_in_ms=int(timeout_s * 1000))
+
+
+class SyncedJit:
+    """`jax.jit(fn)` whose processes start each newly compiled program together.
+
+    In a multi-process run a call whose argument shapes are new is compiled ahead of time,
+    then every process waits at a barrier before running it, so no process enters the
+    program's collectives while a peer is still compiling. One process: plain `jax.jit`.
+    """
+
+    _ids = itertools.count()
+
+    def __init__(self, fn: Callable[..., Any], name: str, **jit_kwargs: Any) -> None:
+        self._jit = jax.jit(fn, **jit_kwargs)
+        self._name = f"{name}-{next(self._ids)}"
+        self._compiled: dict[Any, Any] = {}
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        if jax.process_count() == 1:
+            return self._jit(*args, **kwargs)
+        leaves, treedef = jax.tree_util.tree_flatten((args, kwargs))
+        key = (
+            treedef,
+            tuple(
+                (np.shape(x), getattr(x, "dtype", type(x)), getattr(x, "sharding", None))
+                for x in leaves
+            ),
+        )
+        compiled = self._compiled.get(key)
+        if compiled is None:
+            compiled = self._jit.lower(*args, **kwargs).compile()
+            sync(f"cnn_cases:{self._name}:{len(self._compiled)}")
+            self._compiled[key] = compiled
+        return compiled(*args, **kwargs)

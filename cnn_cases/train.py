@@ -426,6 +426,7 @@ def train_and_evaluate(
     state = parallel.replicate(mesh, create_train_state(model, config, data.image_shape))
     num_params = int(sum(x.size for x in jax.tree_util.tree_leaves(state.params)))
 
+    parallel.sync("cnn_cases:setup")  # processes start the checkpoint manager together
     ckpt = ocp.CheckpointManager(
         os.path.abspath(os.path.join(workdir, "checkpoints")),
         options=ocp.CheckpointManagerOptions(max_to_keep=config.keep_checkpoints, create=True),
@@ -438,11 +439,14 @@ def train_and_evaluate(
     seconds_before = max([r["seconds"] for r in writer.read("train")] or [0.0])
 
     dropout_key = jax.random.fold_in(jax.random.PRNGKey(config.seed), 2)
-    p_train = jax.jit(
+    p_train = parallel.SyncedJit(
         functools.partial(train_step, aux_loss_weight=config.aux_loss_weight),
+        "train_step",
         donate_argnums=0,
     )
-    p_eval = jax.jit(functools.partial(eval_step, with_aux=has_aux_heads(model)))
+    p_eval = parallel.SyncedJit(
+        functools.partial(eval_step, with_aux=has_aux_heads(model)), "eval_step"
+    )
     pipeline = data_lib.Pipeline(
         data.train,
         global_batch_size=config.batch_size,

@@ -159,6 +159,8 @@ def _free_port():
 
 
 def test_two_processes_match_one_process(tmp_path):
+    # Process 1 starts 35 s late: longer than gloo's 30 s wait for a peer's first collective,
+    # so this also proves the processes meet at barriers before their collectives.
     single = _run_worker(tmp_path, "single", "--devices", "4")
     port = _free_port()
     env = {**os.environ, "PYTHONPATH": ROOT}
@@ -177,6 +179,8 @@ def test_two_processes_match_one_process(tmp_path):
                 "2",
                 "--coordinator",
                 f"127.0.0.1:{port}",
+                "--late_seconds",
+                "35",
             ],
             env=env,
             stdout=subprocess.PIPE,

@@ -7,6 +7,7 @@ python tests/train_worker.py OUT.npz WORKDIR [--devices N] [--process_id I --num
 import argparse
 import os
 import sys
+import time
 
 
 def main() -> None:
@@ -18,6 +19,9 @@ def main() -> None:
     ap.add_argument("--process_id", type=int, default=None)
     ap.add_argument("--num_processes", type=int, default=None)
     ap.add_argument("--coordinator", default=None)
+    ap.add_argument(
+        "--late_seconds", type=float, default=0.0, help="process 1 starts training this late"
+    )
     args = ap.parse_args()
     os.environ["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={args.devices}"
     os.environ["JAX_PLATFORMS"] = "cpu"
@@ -31,6 +35,8 @@ def main() -> None:
         parallel.initialize_distributed(args.coordinator, args.num_processes, args.process_id)
     assert jax.device_count() == args.devices * (args.num_processes or 1), jax.devices()
     config = tiny_config(args.steps)
+    if jax.process_index() == 1:
+        time.sleep(args.late_seconds)  # a peer that loads or compiles slower than the others
     result = train.train_and_evaluate(config, args.workdir)
     state = train.restore_checkpoint(args.workdir)
     flat = {
