@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import os
 import statistics
 from collections.abc import Callable, Mapping, Sequence
@@ -170,7 +171,7 @@ def table(results: Mapping[str, Mapping[str, Any]], columns: Sequence[tuple[str,
         if isinstance(v, int):
             return f"{v:,}"
         if isinstance(v, float):
-            return f"{v:.4g}" if key == "step_seconds" else f"{v:.1f}"
+            return f"{v:.4g}" if key in ("step_seconds", "width_multiplier") else f"{v:.1f}"
         return str(v)
 
     rows = [["variant", *(h for _, h in columns)]]
@@ -202,26 +203,51 @@ def _base(r: train.RunResult) -> dict[str, Any]:
 # ----------------------------------------------------------------------------- inception
 
 INCEPTION_VARIANTS = ("naive", "bottleneck")
+EQUAL_MACS_VARIANT = "bottleneck_equal_macs"
 
 
 def inception_config() -> ml_collections.ConfigDict:
-    """Training defaults plus `width_multiplier` (of GoogLeNet's widths) for both networks."""
-    return study_config(width_multiplier=0.25)
+    """Training defaults plus `width_multiplier` (of GoogLeNet's widths) for both networks.
+
+    `equal_macs` adds a third run: the bottleneck network widened until it costs as many
+    multiply-adds per image as the naive one (see `equal_macs_width`).
+    """
+    return study_config(width_multiplier=0.25, equal_macs=False)
 
 
 def inception_variant_configs(
     config: ml_collections.ConfigDict,
 ) -> dict[str, ml_collections.ConfigDict]:
-    """naive and bottleneck: the same InceptionCifar widths, the same recipe."""
+    """naive and bottleneck: the same InceptionCifar widths, the same recipe (plus
+    `bottleneck_equal_macs` at its own width when `config.equal_macs`)."""
+    widths = {v: config.width_multiplier for v in INCEPTION_VARIANTS}
+    if config.get("equal_macs"):
+        widths[EQUAL_MACS_VARIANT] = equal_macs_width(config)
     return {
         v: variant_config(
-            config,
-            "inception_cifar",
-            bottleneck=v == "bottleneck",
-            width_multiplier=config.width_multiplier,
+            config, "inception_cifar", bottleneck=v != "naive", width_multiplier=width
         )
-        for v in INCEPTION_VARIANTS
+        for v, width in widths.items()
     }
+
+
+def _inception_macs(config: ml_collections.ConfigDict, bottleneck: bool, width: float) -> int:
+    c = variant_config(config, "inception_cifar", bottleneck=bottleneck, width_multiplier=width)
+    return costs.model_cost(train.create_model(c, _num_classes(config)), image_shape(config)).macs
+
+
+def equal_macs_width(config: ml_collections.ConfigDict, iterations: int = 12) -> float:
+    """The smallest width multiplier (to 3 decimals) at which the bottleneck network costs at
+    least the naive network's multiply-adds at `config.width_multiplier` (bisection; widths
+    are rounded to whole channels, so the costs match to within a channel's worth)."""
+    target = _inception_macs(config, False, config.width_multiplier)
+    lo, hi = config.width_multiplier, 2 * config.width_multiplier
+    while _inception_macs(config, True, hi) < target:
+        lo, hi = hi, 2 * hi
+    for _ in range(iterations):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if _inception_macs(config, True, mid) < target else (lo, mid)
+    return math.ceil(hi * 1000) / 1000
 
 
 def module_arithmetic() -> dict[str, dict[str, int]]:
@@ -271,6 +297,7 @@ def run_inception(
         return None
     results = {
         v: {
+            "width_multiplier": configs[v].model_kwargs.width_multiplier,
             "params": r.params,
             "macs": model_costs[v].macs,
             "step_seconds": median_step_seconds(net_dir(workdir, v), config.batch_size),
@@ -296,6 +323,7 @@ def run_inception(
 
 
 INCEPTION_COLUMNS = (
+    ("width_multiplier", "width"),
     ("params", "params"),
     ("macs", "mult-adds"),
     ("step_seconds", "s/step"),
@@ -309,11 +337,19 @@ INCEPTION_COLUMNS = (
 def inception_summary(results: Mapping[str, Mapping[str, Any]]) -> str:
     """How many times cheaper the bottleneck net is, and the test error difference."""
     n, b = results["naive"], results["bottleneck"]
-    return (
+    text = (
         f"bottleneck vs naive: {n['macs'] / b['macs']:.1f}x fewer multiply-adds, "
         f"{n['params'] / b['params']:.1f}x fewer parameters, test error "
         f"{100 * (b['test_error'] - n['test_error']):+.2f} points"
     )
+    if EQUAL_MACS_VARIANT in results:
+        e = results[EQUAL_MACS_VARIANT]
+        text += (
+            f"\nbottleneck at equal multiply-adds vs naive: {e['macs'] / n['macs']:.2f}x the "
+            f"multiply-adds, {n['params'] / e['params']:.1f}x fewer parameters, test error "
+            f"{100 * (e['test_error'] - n['test_error']):+.2f} points"
+        )
+    return text
 
 
 # ----------------------------------------------------------------------------- aux heads

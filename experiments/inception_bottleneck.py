@@ -78,12 +78,21 @@ def get_config(preset: str = "cpu") -> ml_collections.ConfigDict:
 def define_flags() -> None:
     common.define_flags(PRESETS, "runs/inception_bottleneck", "TFDS name (default cifar10).")
     flags.DEFINE_float("width_multiplier", None, "Fraction of GoogLeNet's module widths.")
+    flags.DEFINE_bool(
+        "equal_macs",
+        None,
+        "Also train the bottleneck net widened to the naive net's multiply-adds.",
+    )
 
 
 def main(argv: Sequence[str]) -> None:
     FLAGS = flags.FLAGS
     config = common.prepare(
-        argv, get_config, accelerator="full", width_multiplier=FLAGS.width_multiplier
+        argv,
+        get_config,
+        accelerator="full",
+        width_multiplier=FLAGS.width_multiplier,
+        equal_macs=FLAGS.equal_macs,
     )
     common.announce(config)
     results = studies.run_inception(config, FLAGS.workdir)

@@ -52,14 +52,14 @@ def get_config(preset: str = "cpu") -> ml_collections.ConfigDict:
         c.log_every = 470
         c.expected_minutes = 2 * 2.0
     elif preset == "cpu":
-        c.num_steps = 2_000
-        c.lr_boundaries = (1_400, 1_800)
-        c.eval_every = 250
+        c.num_steps = 4_000
+        c.lr_boundaries = (2_800, 3_600)
+        c.eval_every = 500
         c.curve_eval_examples = 2_000
         c.final_train_eval_examples = 10_000
         c.checkpoint_every = 1_000
-        c.log_every = 250
-        c.expected_minutes = 2.0
+        c.log_every = 500
+        c.expected_minutes = 4.0
     elif preset == "smoke":
         studies.smoke(c)
     else:

@@ -50,12 +50,26 @@ def test_module_arithmetic_is_the_lecture_and_the_paper():
 def test_smoke_run_writes_every_file(tmp_path):
     config = inception_bottleneck.get_config("smoke")
     config.dataset = "synthetic"
+    config.equal_macs = True
     workdir = str(tmp_path / "run")
     results = studies.run_inception(config, workdir)
     with open(os.path.join(workdir, "results.json")) as f:
         assert json.load(f) == results
-    assert list(results) == ["naive", "bottleneck"]
-    keys = {"params", "macs", "step_seconds", "train_error", "test_error", "steps", "seconds"}
+    assert list(results) == ["naive", "bottleneck", studies.EQUAL_MACS_VARIANT]
+    wide = results[studies.EQUAL_MACS_VARIANT]
+    assert wide["width_multiplier"] > results["bottleneck"]["width_multiplier"]
+    assert wide["macs"] >= results["naive"]["macs"] > results["bottleneck"]["macs"]
+    assert "equal multiply-adds" in studies.inception_summary(results)
+    keys = {
+        "width_multiplier",
+        "params",
+        "macs",
+        "step_seconds",
+        "train_error",
+        "test_error",
+        "steps",
+        "seconds",
+    }
     for r in results.values():
         assert set(r) == keys
         assert 0 <= r["train_error"] <= 1 and 0 <= r["test_error"] <= 1
@@ -64,7 +78,7 @@ def test_smoke_run_writes_every_file(tmp_path):
     assert n["macs"] > b["macs"] and n["params"] > b["params"]  # the stem dominates at 1/16
     with open(os.path.join(workdir, "curves.csv")) as f:
         rows = list(csv.DictReader(f))
-    assert {r["variant"] for r in rows} == {"naive", "bottleneck"}
+    assert {r["variant"] for r in rows} == set(results)
     assert list(rows[0])[:4] == ["step", "variant", "train_error", "test_error"]
     with open(os.path.join(workdir, "inception_bottleneck.png"), "rb") as f:
         assert f.read(8) == b"\x89PNG\r\n\x1a\n"
@@ -72,3 +86,22 @@ def test_smoke_run_writes_every_file(tmp_path):
     assert "bottleneck" in studies.table(results, studies.INCEPTION_COLUMNS)
     # Rerunning returns the stored results without training again.
     assert studies.run_inception(config, workdir) == results
+
+
+def test_equal_macs_variant_costs_what_the_naive_net_costs():
+    c = inception_bottleneck.get_config("cpu")
+    c.dataset = "synthetic"  # 32x32x3, 10 classes, as cifar10
+    c.equal_macs = True
+    configs = studies.inception_variant_configs(c)
+    assert set(configs) == {"naive", "bottleneck", studies.EQUAL_MACS_VARIANT}
+    wide = configs[studies.EQUAL_MACS_VARIANT].model_kwargs
+    assert wide.bottleneck and wide.width_multiplier > c.width_multiplier
+    naive = studies._inception_macs(c, False, c.width_multiplier)
+    at = studies._inception_macs(c, True, wide.width_multiplier)
+    below = studies._inception_macs(c, True, wide.width_multiplier - 0.002)
+    # The smallest width (to 3 decimals) reaching the naive cost, and close to it.
+    assert below < naive <= at < 1.05 * naive
+    # Same recipe as the other two.
+    a, b = (configs[v].to_dict() for v in ("bottleneck", studies.EQUAL_MACS_VARIANT))
+    a.pop("model_kwargs"), b.pop("model_kwargs")
+    assert a == b
