@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -133,14 +134,21 @@ def cost_error_figure(
     labelled with its parameters; right: train (dashed) and test (solid) curves."""
     fig, (left, right) = plt.subplots(1, 2, figsize=(11.5, 4.2))
     cmap = plt.get_cmap("tab10")
+    placed: list[tuple[float, float]] = []
     for i, (name, r) in enumerate(results.items()):
-        left.scatter(r["macs"], 100 * r["test_error"], s=60, color=cmap(i % 10), zorder=3)
+        x, y = r["macs"], 100 * r["test_error"]
+        left.scatter(x, y, s=60, color=cmap(i % 10), zorder=3)
+        # Stack the labels of points that (nearly) coincide instead of printing them over
+        # each other.
+        near = sum(abs(math.log10(x / px)) < 0.2 and abs(y - py) < 2.0 for px, py in placed)
+        placed.append((x, y))
         left.annotate(
             f"{name}\n{r['params']:,} params",
-            (r["macs"], 100 * r["test_error"]),
+            (x, y),
             textcoords="offset points",
-            xytext=(6, 6),
+            xytext=(6, 6 - 24 * near),
             fontsize=8,
+            color=cmap(i % 10),
         )
     left.set_xscale("log")
     left.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())  # crowded on 1 decade

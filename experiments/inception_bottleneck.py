@@ -36,12 +36,14 @@ def get_config(preset: str = "cpu") -> ml_collections.ConfigDict:
         net about 6x cheaper for a test error within a couple of points. Cost: 2 x 64k steps;
         not measured on an accelerator here.
     cpu: the same comparison at 1/8 width and 700 steps of 128 (lr 0.1, /10 at 550, weight
-        decay 5e-4) on cifar10, for 2 CPU cores. Measured on cifar10_jpeg: naive 265,562
-        parameters, 23.8M multiply-adds, 28.3 % test error; bottleneck 31,534, 4.2M, 35.3 %
-        (5.7x fewer multiply-adds, but 7 points worse this early at this width); 0.53 / 0.32 s
-        per step, about 11 minutes on idle cores (16 with another job on them). Command:
+        decay 5e-4) on cifar10, for 2 CPU cores. Measured on cifar10_jpeg, idle cores: naive
+        265,562 parameters, 23.8M multiply-adds, 29.29 % test error; bottleneck 31,534, 4.2M,
+        35.96 % (5.7x fewer multiply-adds, 6.7 points worse this early at this width); with
+        --equal_macs, the bottleneck net at width 0.313: 189,927 parameters, 23.8M
+        multiply-adds, 29.44 %. 0.62 / 0.33 / 0.92 s per step; 12 minutes for two nets, 25
+        with the third. Command:
         python -m experiments.inception_bottleneck --preset=cpu --dataset=cifar10_jpeg \\
-            --data_dir=../shared/tfds --workdir=runs/inception_bottleneck
+            --data_dir=../shared/tfds --workdir=runs/inception_bottleneck [--equal_macs]
     smoke: seconds; for tests and notebooks (1/16 width, modules (3a) and (4a) only, 3 steps
         of 16).
     """
@@ -94,6 +96,10 @@ def main(argv: Sequence[str]) -> None:
         width_multiplier=FLAGS.width_multiplier,
         equal_macs=FLAGS.equal_macs,
     )
+    if config.equal_macs:
+        # The third net costs the naive net's multiply-adds and runs slower than it on a CPU
+        # (more, thinner convolutions): the cpu preset took twice as long with it.
+        config.expected_minutes *= 2
     common.announce(config)
     results = studies.run_inception(config, FLAGS.workdir)
     if results is not None and jax.process_index() == 0:

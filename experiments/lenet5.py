@@ -31,9 +31,10 @@ def get_config(preset: str = "cpu") -> ml_collections.ConfigDict:
     full: 20 epochs of 60k at batch 128 (9,400 steps), SGD momentum 0.9, lr 0.05 divided by
         10 at 60 % and 85 %, weight decay 5e-4. Expected: modern about 0.7-0.9 % test error
         on mnist; not measured on an accelerator here.
-    cpu: the same recipe for 2,000 steps of 128 (4.3 epochs), lr divided by 10 at 1,400 and
-        1,800. Measured on mnist, 2 CPU cores: classic 1.42 % test error, modern 0.89 % (LeCun
-        et al.: 0.95 %); 38 s + 45 s of training, under 2 minutes for the whole command.
+    cpu: the same recipe for 4,000 steps of 128 (8.5 epochs), lr divided by 10 at 2,800 and
+        3,600. Measured on 2 idle CPU cores: mnist classic 1.14 % test error, modern 0.69 %
+        (LeCun et al.: 0.95 %); fashion_mnist classic 89.41 % test accuracy, modern 90.73 %;
+        about 80 s of training per variant, about 3 minutes for the whole command.
         Command:
         python -m experiments.lenet5 --preset=cpu --data_dir=../shared/tfds \\
             --workdir=runs/lenet5

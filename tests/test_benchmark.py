@@ -1,13 +1,12 @@
 """scripts/benchmark.py end to end on a tiny CIFAR ResNet (seconds, synthetic data)."""
 
-import importlib.util
 import json
 import math
-import os
 
 import pytest
 
-_PATH = os.path.join(os.path.dirname(__file__), os.pardir, "scripts", "benchmark.py")
+from tests.conftest import load_script
+
 _TINY = [
     "--model=resnet8",
     "--width=4",
@@ -25,10 +24,7 @@ KEYS = ("images_per_s", "gflops", "peak_gflops", "compile_s", "pipeline_images_p
 
 @pytest.fixture(scope="module")
 def benchmark():
-    spec = importlib.util.spec_from_file_location("benchmark", _PATH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("benchmark")
 
 
 def _run(benchmark, argv):

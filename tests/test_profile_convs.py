@@ -1,24 +1,19 @@
 """scripts/profile_convs.py end to end on a tiny CIFAR ResNet (seconds)."""
 
-import importlib.util
 import json
 import math
-import os
 
 import pytest
 
 from cnn_cases import costs, models
+from tests.conftest import load_script
 
-_PATH = os.path.join(os.path.dirname(__file__), os.pardir, "scripts", "profile_convs.py")
 _TINY = ["--model=resnet8", "--width=4", "--batch_size=8", "--reps=1", "--step_reps=1"]
 
 
 @pytest.fixture(scope="module")
 def profile_convs():
-    spec = importlib.util.spec_from_file_location("profile_convs", _PATH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("profile_convs")
 
 
 def _run(module, argv):
