@@ -58,11 +58,20 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--data_dir", default=None)
     p.add_argument("--pipeline_batches", type=int, default=10)
     p.add_argument("--matmul_size", type=int, default=2048)
+    p.add_argument(
+        "--peak_tflops",
+        type=float,
+        default=None,
+        help="the device's nominal dense peak for --dtype (e.g. 989 for bf16 on an H100 SXM): "
+        "adds model-FLOPs utilisation `mfu`",
+    )
     p.add_argument("--vs_torch", action="store_true", help="time the PyTorch reference too")
     p.add_argument("--torch_threads", type=int, default=2)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", action="store_true", help="print one JSON object only")
     args = p.parse_args(argv)
+    if args.peak_tflops is not None and args.peak_tflops <= 0:
+        p.error(f"--peak_tflops must be positive, not {args.peak_tflops}")
     if min(args.batch_size, args.reps, args.steps_per_rep, args.pipeline_batches) < 1:
         p.error("batch_size, reps, steps_per_rep and pipeline_batches must be >= 1")
     return args
@@ -266,6 +275,8 @@ def benchmark(args: argparse.Namespace) -> dict[str, Any]:
         "gflops": gflops,
         "peak_gflops": peak,
         "pct_of_peak": 100 * gflops / peak,
+        "mfu": gflops / (1e3 * args.peak_tflops) if args.peak_tflops else None,
+        "mfu_peak_tflops": args.peak_tflops,
         "compile_s": jb.compile_s,
         "pipeline_images_per_s": pipe_ips,
         "pipeline_ratio": pipe_ips / images_per_s,
@@ -303,6 +314,14 @@ def format_report(r: dict[str, Any]) -> str:
         f"  train step      {r['images_per_s']:9.1f} images/s  ({r['step_ms']:.1f} ms/step)",
         f"  achieved        {r['gflops']:9.1f} GFLOP/s  = {r['pct_of_peak']:.1f}% of "
         f"f32 matmul {r['peak_gflops']:.1f} GFLOP/s",
+        *(
+            [
+                f"  MFU             {100 * r['mfu']:9.1f} % of the "
+                f"{r['mfu_peak_tflops']:g} TFLOP/s peak"
+            ]
+            if r["mfu"] is not None
+            else []
+        ),
         f"  first compile   {r['compile_s']:9.2f} s",
         f"  input pipeline  {r['pipeline_images_per_s']:9.1f} images/s "
         f"({r['dataset']}, augment; {r['pipeline_ratio']:.1f}x the train step)",

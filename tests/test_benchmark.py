@@ -64,3 +64,11 @@ def test_benchmark_rejects_bad_arguments(benchmark):
     args = benchmark.parse_args(["--model=vgg16", "--vs_torch"])
     with pytest.raises(ValueError, match="CIFAR"):
         benchmark.TorchBench(args)
+
+
+def test_benchmark_mfu_against_a_given_peak(benchmark):
+    r = _run(benchmark, [*_TINY, "--peak_tflops=0.5"])
+    assert r["mfu"] == pytest.approx(r["gflops"] / 500) and r["mfu_peak_tflops"] == 0.5
+    assert _run(benchmark, _TINY)["mfu"] is None
+    with pytest.raises(SystemExit):
+        benchmark.parse_args(["--peak_tflops=0"])
