@@ -221,7 +221,7 @@ def inception_variant_configs(
     """naive and bottleneck: the same InceptionCifar widths, the same recipe (plus
     `bottleneck_equal_macs` at its own width when `config.equal_macs`)."""
     widths = {v: config.width_multiplier for v in INCEPTION_VARIANTS}
-    if config.get("equal_macs"):
+    if config.equal_macs:
         widths[EQUAL_MACS_VARIANT] = equal_macs_width(config)
     return {
         v: variant_config(
@@ -231,9 +231,16 @@ def inception_variant_configs(
     }
 
 
+def variant_cost(
+    config: ml_collections.ConfigDict, variant: ml_collections.ConfigDict
+) -> costs.ModelCost:
+    """Parameters and multiply-adds of one variant on the study's images and classes."""
+    return costs.model_cost(train.create_model(variant, _num_classes(config)), image_shape(config))
+
+
 def _inception_macs(config: ml_collections.ConfigDict, bottleneck: bool, width: float) -> int:
     c = variant_config(config, "inception_cifar", bottleneck=bottleneck, width_multiplier=width)
-    return costs.model_cost(train.create_model(c, _num_classes(config)), image_shape(config)).macs
+    return variant_cost(config, c).macs
 
 
 def equal_macs_width(config: ml_collections.ConfigDict, iterations: int = 12) -> float:
@@ -285,11 +292,7 @@ def run_inception(
     arith = module_arithmetic()
     say(arithmetic_text(arith))
     configs = inception_variant_configs(config)
-    shape = image_shape(config)
-    num_classes = _num_classes(config)
-    model_costs = {
-        v: costs.model_cost(train.create_model(c, num_classes), shape) for v, c in configs.items()
-    }
+    model_costs = {v: variant_cost(config, c) for v, c in configs.items()}
     for v, cost in model_costs.items():
         say(f"{v}: {cost.params:,} parameters, {cost.macs:,} multiply-adds per image")
     runs = run_variants(configs, workdir, stop_after=stop_after)
@@ -486,8 +489,7 @@ def lenet_variant_configs(
 
 def lenet_shape_table(config: ml_collections.ConfigDict) -> str:
     """Per-layer output shapes, parameters and multiply-adds of LeNet-5 on the study's images."""
-    model = train.create_model(lenet_variant_configs(config)["classic"], _num_classes(config))
-    return costs.model_cost(model, image_shape(config)).table()
+    return variant_cost(config, lenet_variant_configs(config)["classic"]).table()
 
 
 def run_lenet(
