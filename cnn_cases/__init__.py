@@ -1,0 +1,5 @@
+"""Classic deep-CNN case studies in JAX/Flax, pinned to the papers."""
+
+from cnn_cases.kernels.host_memory import keep_freed_memory
+
+keep_freed_memory()  # before XLA's threads first allocate; see its docstring

@@ -169,7 +169,12 @@ def count_params(model: nn.Module, input_shape: Sequence[int], *, train: bool = 
 
 
 def xla_flops(model: nn.Module, input_shape: Sequence[int], *, batch: int = 1) -> float:
-    """FLOPs of one inference forward pass as XLA's cost analysis counts them (compiles)."""
+    """FLOPs of one inference forward pass as XLA's cost analysis counts them (compiles).
+
+    The model runs on XLA's own kernels: XLA counts nothing inside the oneDNN custom calls.
+    """
+    if "kernels" in {f.name for f in dataclasses.fields(model)}:
+        model = model.clone(kernels="xla")
     x = jnp.zeros((batch, *input_shape), jnp.float32)
     variables = _init_shapes(model, input_shape, train=False)
     kwargs = {"train": False} if "train" in inspect.signature(model.__call__).parameters else {}

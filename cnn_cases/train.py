@@ -42,6 +42,7 @@ _RESUMABLE_KEYS = frozenset(
         "download",
         "prefetch",
         "verbose",
+        "kernels",  # oneDNN and XLA kernels compute the same function on the same variables
     }
 )
 
@@ -52,6 +53,7 @@ def default_config() -> ml_collections.ConfigDict:
     c.model = "resnet20"
     c.model_kwargs = ml_collections.ConfigDict()
     c.dtype = "float32"
+    c.kernels = "auto"  # convolutions and BatchNorm: auto (oneDNN on a CPU), onednn, xla
     c.dataset = "cifar10"
     c.data_dir = ml_collections.config_dict.placeholder(str)
     c.download = True  # let TFDS download a dataset missing from data_dir
@@ -134,7 +136,11 @@ def make_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransform
 def create_model(config: ml_collections.ConfigDict, num_classes: int) -> nn.Module:
     kwargs = dict(config.model_kwargs)
     return models.get_model(
-        config.model, num_classes=num_classes, dtype=jnp.dtype(config.dtype), **kwargs
+        config.model,
+        num_classes=num_classes,
+        dtype=jnp.dtype(config.dtype),
+        kernels=config.kernels,
+        **kwargs,
     )
 
 
@@ -442,10 +448,11 @@ def train_and_evaluate(
     p_train = parallel.SyncedJit(
         functools.partial(train_step, aux_loss_weight=config.aux_loss_weight),
         "train_step",
+        mesh=mesh,
         donate_argnums=0,
     )
     p_eval = parallel.SyncedJit(
-        functools.partial(eval_step, with_aux=has_aux_heads(model)), "eval_step"
+        functools.partial(eval_step, with_aux=has_aux_heads(model)), "eval_step", mesh=mesh
     )
     pipeline = data_lib.Pipeline(
         data.train,

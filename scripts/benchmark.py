@@ -39,6 +39,7 @@ import numpy as np
 from cnn_cases import costs, models
 from cnn_cases import data as data_lib
 from cnn_cases import train as train_lib
+from cnn_cases.kernels import onednn
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -50,6 +51,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--dtype", default="float32", help="compute dtype: float32 or bfloat16")
     p.add_argument("--width", type=int, default=None, help="CIFAR nets: first-stage width")
     p.add_argument("--scan", action="store_true", help="ResNets: nn.scan over repeated blocks")
+    p.add_argument(
+        "--kernels",
+        default="auto",
+        choices=("auto", "onednn", "xla"),
+        help="convolutions and BatchNorm: auto (oneDNN on a CPU), onednn, xla",
+    )
     p.add_argument("--num_classes", type=int, default=10)
     p.add_argument("--warmup", type=int, default=2, help="untimed steps after compiling")
     p.add_argument("--reps", type=int, default=5, help="timed repetitions (median reported)")
@@ -133,6 +140,7 @@ class JaxBench:
         config = train_lib.default_config()
         config.model = args.model
         config.dtype = args.dtype
+        config.kernels = args.kernels
         config.batch_size = args.batch_size
         config.seed = args.seed
         config.model_kwargs = _model_kwargs(args, scan=args.scan)
@@ -266,6 +274,8 @@ def benchmark(args: argparse.Namespace) -> dict[str, Any]:
         "batch_size": args.batch_size,
         "dtype": args.dtype,
         "scan": args.scan,
+        "kernels": args.kernels,
+        "onednn": jb.model.kernels != "xla" and onednn.use_onednn(jb.model.kernels),
         "width": args.width,
         "params": int(sum(x.size for x in jax.tree_util.tree_leaves(jb.state.params))),
         "macs_per_image": int(macs),
@@ -309,7 +319,8 @@ def benchmark(args: argparse.Namespace) -> dict[str, Any]:
 def format_report(r: dict[str, Any]) -> str:
     lines = [
         f"{r['model']}  batch {r['batch_size']}  {r['dtype']}"
-        f"{'  scan' if r['scan'] else ''}  ({r['params']:,} params, "
+        f"{'  scan' if r['scan'] else ''}  kernels {'oneDNN' if r['onednn'] else 'XLA'}  "
+        f"({r['params']:,} params, "
         f"{r['macs_per_image'] / 1e6:.1f}M mult-adds/image)",
         f"  train step      {r['images_per_s']:9.1f} images/s  ({r['step_ms']:.1f} ms/step)",
         f"  achieved        {r['gflops']:9.1f} GFLOP/s  = {r['pct_of_peak']:.1f}% of "

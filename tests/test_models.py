@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from cnn_cases import costs, models
-from cnn_cases.models import resnet
+from cnn_cases.models import layers, resnet
 
 PINNED = {
     "lenet5": 61_706,
@@ -149,8 +149,8 @@ def test_lenet5_activation_is_selectable_and_validated():
 
 
 def _block(residual: bool, filters: int) -> nn.Module:
-    conv = lambda *a, **k: nn.Conv(*a, use_bias=False, **k)
-    norm = lambda **k: nn.BatchNorm(use_running_average=True, **k)
+    conv = layers.conv_factory(use_bias=False)
+    norm = layers.norm_factory(train=False)
     cls = resnet.ResidualBlock if residual else resnet.PlainBlock
     return cls(filters, conv=conv, norm=norm)
 

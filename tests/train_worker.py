@@ -1,7 +1,7 @@
 """Runs a tiny training in a fresh process (device count and multi-host set before jax starts).
 
-python tests/train_worker.py OUT.npz WORKDIR [--devices N] [--process_id I --num_processes P
-                                              --coordinator HOST:PORT]
+python tests/train_worker.py OUT.npz WORKDIR [--devices N] [--kernels onednn|xla]
+                             [--process_id I --num_processes P --coordinator HOST:PORT]
 """
 
 import argparse
@@ -16,6 +16,7 @@ def main() -> None:
     ap.add_argument("workdir")
     ap.add_argument("--devices", type=int, default=1)
     ap.add_argument("--steps", type=int, default=3)
+    ap.add_argument("--kernels", default="onednn", help="convolutions and BatchNorm")
     ap.add_argument("--process_id", type=int, default=None)
     ap.add_argument("--num_processes", type=int, default=None)
     ap.add_argument("--coordinator", default=None)
@@ -30,11 +31,15 @@ def main() -> None:
     import numpy as np
 
     from cnn_cases import parallel, train
+    from cnn_cases.kernels import onednn
 
     if args.coordinator:
         parallel.initialize_distributed(args.coordinator, args.num_processes, args.process_id)
     assert jax.device_count() == args.devices * (args.num_processes or 1), jax.devices()
     config = tiny_config(args.steps)
+    config.kernels = args.kernels
+    # use_onednn falls back to XLA with a warning when the library is missing; not here.
+    assert onednn.use_onednn(args.kernels) == (args.kernels == "onednn"), args.kernels
     if jax.process_index() == 1:
         time.sleep(args.late_seconds)  # a peer that loads or compiles slower than the others
     result = train.train_and_evaluate(config, args.workdir)

@@ -18,6 +18,7 @@ from cnn_cases.models.layers import (
     Pool,
     check_min_size,
     classifier,
+    conv_factory,
 )
 
 
@@ -33,17 +34,18 @@ class AlexNet(nn.Module):
     dtype: Any = jnp.float32
 
     min_input_size: int = 67
+    kernels: str = "auto"  # convolution/BatchNorm implementation: auto, onednn, xla
 
     @nn.compact
     def __call__(self, x: jax.Array, *, train: bool = False) -> jax.Array:
         check_min_size(x, self.min_input_size, "alexnet")
-        conv = lambda f, k, s=1, p=0, g=1, name=None: nn.Conv(
+        conv_cls = conv_factory(self.kernels, dtype=self.dtype)
+        conv = lambda f, k, s=1, p=0, g=1, name=None: conv_cls(
             f,
             (k, k),
             s,
             padding=[(p, p), (p, p)],
             feature_group_count=g,
-            dtype=self.dtype,
             name=name,
         )
         x = x.astype(self.dtype)
@@ -67,12 +69,14 @@ class AlexNetTorchvision(nn.Module):
     dtype: Any = jnp.float32
 
     min_input_size: int = 63
+    kernels: str = "auto"  # convolution/BatchNorm implementation: auto, onednn, xla
 
     @nn.compact
     def __call__(self, x: jax.Array, *, train: bool = False) -> jax.Array:
         check_min_size(x, self.min_input_size, "alexnet_torchvision")
-        conv = lambda f, k, s=1, p=0, name=None: nn.Conv(
-            f, (k, k), s, padding=[(p, p), (p, p)], dtype=self.dtype, name=name
+        conv_cls = conv_factory(self.kernels, dtype=self.dtype)
+        conv = lambda f, k, s=1, p=0, name=None: conv_cls(
+            f, (k, k), s, padding=[(p, p), (p, p)], name=name
         )
         x = x.astype(self.dtype)
         x = nn.relu(conv(64, 11, 4, 2, name="conv1")(x))

@@ -33,6 +33,8 @@ from cnn_cases.models.layers import (
     Pool,
     ceil_mode_pool,
     check_min_size,
+    conv_factory,
+    norm_factory,
     pool_out_size,
 )
 
@@ -56,10 +58,6 @@ GOOGLENET_STAGES: tuple[tuple[Widths, ...], ...] = (
 # bvlc_googlenet's LRN: local_size 5, alpha 1e-4, beta 0.75, k 1; Caffe divides alpha by size.
 LRN = {"size": 5, "k": 1.0, "alpha": 1e-4 / 5, "beta": 0.75}
 
-# torchvision's BatchNorm: momentum 0.1 (flax: 0.9 for the running average), eps 1e-5.
-BN_MOMENTUM = 0.9
-BN_EPSILON = 1e-5
-
 AUX_POOL = 5  # the auxiliary heads' 5x5/3 VALID average pool needs at least 5x5 features
 
 
@@ -77,7 +75,7 @@ def conv_unit(
     """Conv (biased unless `norm` is given), BatchNorm `{name}_bn` if `norm`, activation."""
     y = conv(features, (size, size), use_bias=norm is None, name=name, **kwargs)(x)
     if norm is not None:
-        y = norm(name=f"{name}_bn")(y)
+        return norm(name=f"{name}_bn", act=act)(y)
     return act(y)
 
 
@@ -113,7 +111,7 @@ class InceptionModule(nn.Module):
             pool = unit(pool, self.pool_proj, 1, "pool_proj")
         elif self.norm is not None:
             # Puts the passed-through channels on the scale of the other branches' BN outputs.
-            pool = self.act(self.norm(name="pool_bn")(pool))
+            pool = self.norm(name="pool_bn", act=self.act)(pool)
         return jnp.concatenate([b1, b3, b5, pool], axis=-1)
 
 
@@ -160,6 +158,7 @@ class GoogLeNet(nn.Module):
     dropout: float = 0.4
     aux_dropout: float = 0.7
     dtype: Any = jnp.float32
+    kernels: str = "auto"  # convolution/BatchNorm implementation: auto, onednn, xla
 
     def module_names(self) -> list[list[str]]:
         """Per stage, the module names without prefix: [["3a", "3b"], ["4a", ...], ...]."""
@@ -210,16 +209,8 @@ class GoogLeNet(nn.Module):
         if self.aux_logits and missing:
             raise ValueError(f"aux_after names unknown modules {missing}; modules: {names}")
         check_min_size(x, self.min_input_size, type(self).__name__)
-        conv = functools.partial(nn.Conv, dtype=self.dtype)
-        norm = None
-        if self.batch_norm:
-            norm = functools.partial(
-                nn.BatchNorm,
-                use_running_average=not train,
-                momentum=BN_MOMENTUM,
-                epsilon=BN_EPSILON,
-                dtype=self.dtype,
-            )
+        conv = conv_factory(self.kernels, dtype=self.dtype)
+        norm = norm_factory(train, self.kernels, dtype=self.dtype) if self.batch_norm else None
         unit = functools.partial(conv_unit, conv=conv, norm=norm, act=nn.relu)
         w = self._width
 

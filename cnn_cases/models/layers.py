@@ -1,18 +1,108 @@
-"""Small layers shared by the case studies.
+"""Small layers shared by the case studies, and the factories every model builds on.
 
 Pooling and normalisation are modules (not bare functions) so that
 `cnn_cases.costs` sees them as layers and the per-layer table shows every
 shape change, as the lecture draws it.
+
+`conv_factory` and `norm_factory` are the one place where a model's convolutions and
+BatchNorm get their implementation: `kernels="auto"` runs them on oneDNN on a CPU
+(`cnn_cases.kernels.onednn`) and on XLA elsewhere, with the same variables either way.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import functools
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+from jax import lax
+
+from cnn_cases.kernels import onednn
+
+# torchvision's BatchNorm: momentum 0.1 (flax: 0.9 for the running average), eps 1e-5.
+BN_MOMENTUM = 0.9
+BN_EPSILON = 1e-5
+
+
+def conv_function(kernels: str) -> Callable[..., jax.Array]:
+    """`lax.conv_general_dilated`, or its oneDNN twin when `kernels` resolves to oneDNN."""
+    return onednn.conv_general_dilated if onednn.use_onednn(kernels) else lax.conv_general_dilated
+
+
+def conv_factory(kernels: str = "auto", **kwargs: Any) -> Callable[..., nn.Conv]:
+    """`nn.Conv` with `kwargs` bound and its convolution taken from `kernels`."""
+    return functools.partial(nn.Conv, conv_general_dilated=conv_function(kernels), **kwargs)
+
+
+_RELUS = (nn.relu, jax.nn.relu)
+
+
+class BatchNorm(nn.BatchNorm):
+    """flax's BatchNorm (same variables and defaults), then `act`; on oneDNN if `kernels` says so.
+
+    The oneDNN path covers NHWC inputs normalised over N, H, W with scale and bias, and fuses
+    a ReLU `act` into the normalisation; anything else (masks, `axis_name`, other axes) runs
+    flax's own code.
+    """
+
+    kernels: str = "xla"
+    act: Callable[[jax.Array], jax.Array] | None = None
+
+    @nn.compact
+    def __call__(
+        self, x: jax.Array, use_running_average: bool | None = None, *, mask: Any = None
+    ) -> jax.Array:
+        if not (self._supported(x, mask) and onednn.use_onednn(self.kernels)):
+            y = super().__call__(x, use_running_average, mask=mask)
+            return y if self.act is None else self.act(y)
+        use_running_average = nn.merge_param(
+            "use_running_average", self.use_running_average, use_running_average
+        )
+        c = x.shape[-1]
+        ra_mean = self.variable("batch_stats", "mean", lambda s: jnp.zeros(s, jnp.float32), (c,))
+        ra_var = self.variable("batch_stats", "var", lambda s: jnp.ones(s, jnp.float32), (c,))
+        scale = self.param("scale", self.scale_init, (c,), self.param_dtype)
+        bias = self.param("bias", self.bias_init, (c,), self.param_dtype)
+        scale, bias = scale.astype(jnp.float32), bias.astype(jnp.float32)
+        relu = self.act in _RELUS
+        if use_running_average:
+            y = onednn.batch_norm_inference(
+                x, scale, bias, ra_mean.value, ra_var.value, epsilon=self.epsilon, relu=relu
+            )
+        else:
+            y, mean, var = onednn.batch_norm(x, scale, bias, epsilon=self.epsilon, relu=relu)
+            if not self.is_initializing():
+                ra_mean.value = self.momentum * ra_mean.value + (1 - self.momentum) * mean
+                ra_var.value = self.momentum * ra_var.value + (1 - self.momentum) * var
+        return y if relu or self.act is None else self.act(y)
+
+    def _supported(self, x: jax.Array, mask: Any) -> bool:
+        return (
+            x.ndim == 4
+            and self.axis in (-1, 3)
+            and mask is None
+            and self.axis_name is None
+            and self.use_scale
+            and self.use_bias
+            and self.force_float32_reductions
+            and jnp.dtype(self.dtype or x.dtype) == x.dtype
+            and x.dtype in (jnp.float32, jnp.bfloat16)
+        )
+
+
+def norm_factory(train: bool, kernels: str = "auto", **kwargs: Any) -> Callable[..., BatchNorm]:
+    """BatchNorm with the models' constants, batch statistics when `train`, else running ones."""
+    return functools.partial(
+        BatchNorm,
+        use_running_average=not train,
+        momentum=BN_MOMENTUM,
+        epsilon=BN_EPSILON,
+        kernels=kernels,
+        **kwargs,
+    )
 
 
 def check_min_size(x: jax.Array, min_hw: int, model: str) -> None:

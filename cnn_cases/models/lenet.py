@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from cnn_cases.models.layers import Flatten, Pool, check_min_size
+from cnn_cases.models.layers import Flatten, Pool, check_min_size, conv_factory, conv_function
 
 ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
     "tanh": jnp.tanh,
@@ -46,6 +46,7 @@ class LeNet5(nn.Module):
     dtype: Any = jnp.float32
 
     min_input_size: int = 28
+    kernels: str = "auto"  # convolution/BatchNorm implementation: auto, onednn, xla
 
     @nn.compact
     def __call__(self, x: jax.Array, *, train: bool = False) -> jax.Array:
@@ -53,9 +54,10 @@ class LeNet5(nn.Module):
         act = _activation(self.activation)
         dense = lambda n, name: nn.Dense(n, dtype=self.dtype, name=name)
         x = pad_to_32(x.astype(self.dtype))
-        x = act(nn.Conv(6, (5, 5), padding="VALID", dtype=self.dtype, name="c1")(x))
+        conv = conv_factory(self.kernels, padding="VALID", dtype=self.dtype)
+        x = act(conv(6, (5, 5), name="c1")(x))
         x = Pool(self.pool, 2, 2, name="s2")(x)
-        x = act(nn.Conv(16, (5, 5), padding="VALID", dtype=self.dtype, name="c3")(x))
+        x = act(conv(16, (5, 5), name="c3")(x))
         x = Pool(self.pool, 2, 2, name="s4")(x)
         x = Flatten(name="flatten")(x)
         x = act(dense(120, "c5")(x))
@@ -100,6 +102,7 @@ class PartialConv(nn.Module):
 
     table: tuple[tuple[int, ...], ...] = C3_TABLE
     kernel_size: int = 5
+    kernels: str = "auto"  # convolution/BatchNorm implementation: auto, onednn, xla
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
@@ -115,7 +118,7 @@ class PartialConv(nn.Module):
         bias = self.param("bias", nn.initializers.zeros, (len(self.table),))
         kernel = jnp.zeros((k, k, x.shape[-1], len(self.table)), x.dtype)
         kernel = kernel.at[:, :, rows, cols].set(packed.astype(x.dtype))
-        y = jax.lax.conv_general_dilated(
+        y = conv_function(self.kernels)(
             x, kernel, (1, 1), "VALID", dimension_numbers=("NHWC", "HWIO", "NHWC")
         )
         return y + bias
@@ -133,17 +136,19 @@ class LeNet5Paper(nn.Module):
     dtype: Any = jnp.float32
 
     min_input_size: int = 28
+    kernels: str = "auto"  # convolution/BatchNorm implementation: auto, onednn, xla
 
     @nn.compact
     def __call__(self, x: jax.Array, *, train: bool = False) -> jax.Array:
         check_min_size(x, self.min_input_size, "lenet5_1998")
         act = ACTIVATIONS["scaled_tanh"]
         x = pad_to_32(x.astype(self.dtype))
-        x = nn.Conv(6, (5, 5), padding="VALID", dtype=self.dtype, name="c1")(x)
+        conv = conv_factory(self.kernels, padding="VALID", dtype=self.dtype)
+        x = conv(6, (5, 5), name="c1")(x)
         x = act(Subsampling(name="s2")(x))
-        x = PartialConv(name="c3")(x)
+        x = PartialConv(kernels=self.kernels, name="c3")(x)
         x = act(Subsampling(name="s4")(x))
-        x = act(nn.Conv(120, (5, 5), padding="VALID", dtype=self.dtype, name="c5")(x))
+        x = act(conv(120, (5, 5), name="c5")(x))
         x = Flatten(name="flatten")(x)
         x = act(nn.Dense(84, dtype=self.dtype, name="f6")(x))
         centres = self.variable(

@@ -16,7 +16,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from cnn_cases.models.layers import GlobalAvgPool, ceil_mode_pool, check_min_size
+from cnn_cases.models.layers import GlobalAvgPool, ceil_mode_pool, check_min_size, conv_factory
 
 
 class MlpConv(nn.Module):
@@ -25,13 +25,15 @@ class MlpConv(nn.Module):
     features: Sequence[int]
     kernel_size: int
     dtype: Any = jnp.float32
+    kernels: str = "auto"  # convolution/BatchNorm implementation: auto, onednn, xla
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         names = ("conv", "mlp1", "mlp2")
+        conv = conv_factory(self.kernels, dtype=self.dtype)
         for i, (features, name) in enumerate(zip(self.features, names, strict=True)):
             k = self.kernel_size if i == 0 else 1
-            x = nn.relu(nn.Conv(features, (k, k), dtype=self.dtype, name=name)(x))
+            x = nn.relu(conv(features, (k, k), name=name)(x))
         return x
 
 
@@ -46,16 +48,19 @@ class NiN(nn.Module):
     dtype: Any = jnp.float32
 
     min_input_size: int = 6  # both 3x3/2 pools need a 3x3 input
+    kernels: str = "auto"  # convolution/BatchNorm implementation: auto, onednn, xla
 
     @nn.compact
     def __call__(self, x: jax.Array, *, train: bool = False) -> jax.Array:
         check_min_size(x, self.min_input_size, "nin")
         x = x.astype(self.dtype)
-        x = MlpConv((192, 160, 96), 5, dtype=self.dtype, name="mlpconv1")(x)
+        x = MlpConv((192, 160, 96), 5, dtype=self.dtype, kernels=self.kernels, name="mlpconv1")(x)
         x = ceil_mode_pool(x, "max", "pool1")
         x = nn.Dropout(self.dropout, deterministic=not train, name="drop1")(x)
-        x = MlpConv((192, 192, 192), 5, dtype=self.dtype, name="mlpconv2")(x)
+        x = MlpConv((192, 192, 192), 5, dtype=self.dtype, kernels=self.kernels, name="mlpconv2")(x)
         x = ceil_mode_pool(x, "avg", "pool2")
         x = nn.Dropout(self.dropout, deterministic=not train, name="drop2")(x)
-        x = MlpConv((192, 192, self.num_classes), 3, dtype=self.dtype, name="mlpconv3")(x)
+        x = MlpConv(
+            (192, 192, self.num_classes), 3, dtype=self.dtype, kernels=self.kernels, name="mlpconv3"
+        )(x)
         return GlobalAvgPool(name="pool3")(x).astype(jnp.float32)

@@ -16,13 +16,15 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from cnn_cases.models.layers import GlobalAvgPool, Pool, check_min_size
+from cnn_cases.models.layers import (
+    GlobalAvgPool,
+    Pool,
+    check_min_size,
+    conv_factory,
+    norm_factory,
+)
 
 ModuleDef = Any
-
-# torchvision's BatchNorm: momentum 0.1 (flax: 0.9 for the running average), eps 1e-5.
-BN_MOMENTUM = 0.9
-BN_EPSILON = 1e-5
 
 
 def shortcut_a(x: jax.Array, filters: int, strides: int) -> jax.Array:
@@ -51,7 +53,7 @@ class ResidualBlock(nn.Module):
 
     def branch(self, x: jax.Array) -> jax.Array:
         y = self.conv(self.filters, (3, 3), self.strides, name="conv1")(x)
-        y = self.act(self.norm(name="bn1")(y))
+        y = self.norm(name="bn1", act=self.act)(y)
         y = self.conv(self.filters, (3, 3), name="conv2")(y)
         return self.norm(name="bn2", scale_init=self._last_scale_init())(y)
 
@@ -87,9 +89,9 @@ class BottleneckBlock(ResidualBlock):
 
     def branch(self, x: jax.Array) -> jax.Array:
         y = self.conv(self.filters, (1, 1), name="conv1")(x)
-        y = self.act(self.norm(name="bn1")(y))
+        y = self.norm(name="bn1", act=self.act)(y)
         y = self.conv(self.filters, (3, 3), self.strides, name="conv2")(y)
-        y = self.act(self.norm(name="bn2")(y))
+        y = self.norm(name="bn2", act=self.act)(y)
         y = self.conv(self.filters * 4, (1, 1), name="conv3")(y)
         return self.norm(name="bn3", scale_init=self._last_scale_init())(y)
 
@@ -119,6 +121,7 @@ class ResNet(nn.Module):
     act: Callable[[jax.Array], jax.Array] = nn.relu
     dtype: Any = jnp.float32
     scan: bool = False
+    kernels: str = "auto"  # convolution/BatchNorm implementation: auto, onednn, xla
 
     @property
     def min_input_size(self) -> int:
@@ -127,22 +130,16 @@ class ResNet(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array, *, train: bool = False) -> jax.Array:
         check_min_size(x, self.min_input_size, type(self).__name__)
-        conv = functools.partial(nn.Conv, use_bias=False, dtype=self.dtype)
-        norm = functools.partial(
-            nn.BatchNorm,
-            use_running_average=not train,
-            momentum=BN_MOMENTUM,
-            epsilon=BN_EPSILON,
-            dtype=self.dtype,
-        )
+        conv = conv_factory(self.kernels, use_bias=False, dtype=self.dtype)
+        norm = norm_factory(train, self.kernels, dtype=self.dtype)
         x = x.astype(self.dtype)
         if self.stem == "imagenet":
             x = conv(self.widths[0], (7, 7), 2, padding=[(3, 3), (3, 3)], name="conv_init")(x)
-            x = self.act(norm(name="bn_init")(x))
+            x = norm(name="bn_init", act=self.act)(x)
             x = Pool("max", 3, 2, padding=((1, 1), (1, 1)), name="pool_init")(x)
         else:
             x = conv(self.widths[0], (3, 3), name="conv_init")(x)
-            x = self.act(norm(name="bn_init")(x))
+            x = norm(name="bn_init", act=self.act)(x)
         for i, (size, width) in enumerate(zip(self.stage_sizes, self.widths, strict=True)):
             block = functools.partial(
                 self.block_cls,

@@ -10,7 +10,14 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from cnn_cases.models.layers import AdaptiveAvgPool, Pool, check_min_size, classifier
+from cnn_cases.models.layers import (
+    AdaptiveAvgPool,
+    Pool,
+    check_min_size,
+    classifier,
+    conv_factory,
+    norm_factory,
+)
 
 # Convs per stage; stage widths are 64, 128, 256, 512, 512.
 STAGES: dict[int, tuple[int, ...]] = {
@@ -32,25 +39,21 @@ class VGG(nn.Module):
     dtype: Any = jnp.float32
 
     min_input_size: int = 32
+    kernels: str = "auto"  # convolution/BatchNorm implementation: auto, onednn, xla
 
     @nn.compact
     def __call__(self, x: jax.Array, *, train: bool = False) -> jax.Array:
         check_min_size(x, self.min_input_size, "vgg")
         x = x.astype(self.dtype)
+        conv = conv_factory(self.kernels, padding="SAME", dtype=self.dtype)
+        norm = norm_factory(train, self.kernels, dtype=self.dtype)
         for i, (size, width) in enumerate(zip(self.stage_sizes, self.widths, strict=True)):
             for j in range(size):
-                x = nn.Conv(
-                    width, (3, 3), padding="SAME", dtype=self.dtype, name=f"conv{i + 1}_{j + 1}"
-                )(x)
+                x = conv(width, (3, 3), name=f"conv{i + 1}_{j + 1}")(x)
                 if self.batch_norm:
-                    x = nn.BatchNorm(
-                        use_running_average=not train,
-                        momentum=0.9,
-                        epsilon=1e-5,
-                        dtype=self.dtype,
-                        name=f"bn{i + 1}_{j + 1}",
-                    )(x)
-                x = nn.relu(x)
+                    x = norm(name=f"bn{i + 1}_{j + 1}", act=nn.relu)(x)
+                else:
+                    x = nn.relu(x)
             x = Pool("max", 2, 2, name=f"pool{i + 1}")(x)
         x = AdaptiveAvgPool((7, 7), name="avgpool")(x)
         return classifier(x, self.num_classes, self.dropout, train, self.dtype)

@@ -1,0 +1,298 @@
+"""oneDNN kernels: equal to XLA's to f32 rounding, everywhere the engine runs them."""
+
+import os
+import subprocess
+import sys
+import textwrap
+import warnings
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from jax import lax
+
+from cnn_cases import models
+from cnn_cases.kernels import onednn
+from cnn_cases.models import layers
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DN = ("NHWC", "HWIO", "NHWC")
+
+
+def test_the_handlers_are_built_and_load():
+    # The project's install builds them; a missing build would silently mean XLA everywhere.
+    assert onednn.available(), onednn._load()[1]
+    assert onednn.version().startswith("3.")
+    assert onednn.use_onednn("auto") and onednn.use_onednn("onednn")
+    assert not onednn.use_onednn("xla")
+
+
+def _rel(a, b):
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    return float(np.max(np.abs(a - b)) / max(np.max(np.abs(b)), 1e-30))
+
+
+def _conv_pair(x, w, strides, padding, dilation, groups, dtype=jnp.float32):
+    kw = dict(rhs_dilation=dilation, dimension_numbers=DN, feature_group_count=groups)
+    ours = lambda x, w: onednn.conv_general_dilated(x, w, strides, padding, **kw)
+    ref = lambda x, w: lax.conv_general_dilated(
+        x.astype(jnp.float32), w.astype(jnp.float32), strides, padding, precision="highest", **kw
+    )
+    x, w = jnp.asarray(x, dtype), jnp.asarray(w, dtype)
+    y = jax.jit(ours)(x, w)
+    y_ref = ref(x, w)
+    ct = jnp.asarray(np.random.default_rng(1).standard_normal(y.shape), dtype)
+    g = jax.jit(jax.grad(lambda x, w: jnp.sum(ours(x, w) * ct), argnums=(0, 1)))(x, w)
+    g_ref = jax.grad(lambda x, w: jnp.sum(ref(x, w) * ct.astype(jnp.float32)), argnums=(0, 1))(x, w)
+    return (y, *g), (y_ref, *g_ref)
+
+
+@st.composite
+def conv_cases(draw):
+    groups = draw(st.sampled_from([1, 1, 2, 3]))
+    cin = groups * draw(st.integers(1, 4))
+    cout = groups * draw(st.integers(1, 4))
+    kh, kw = draw(st.integers(1, 5)), draw(st.integers(1, 5))
+    dil = (draw(st.integers(1, 2)), draw(st.integers(1, 2)))
+    h = draw(st.integers((kh - 1) * dil[0] + 1, 13))
+    w = draw(st.integers((kw - 1) * dil[1] + 1, 13))
+    strides = (draw(st.integers(1, 3)), draw(st.integers(1, 3)))
+    pads = st.tuples(st.integers(0, 3), st.integers(0, 3))
+    padding = draw(st.one_of(st.sampled_from(["SAME", "VALID"]), st.tuples(pads, pads)))
+    n = draw(st.integers(1, 5))
+    return n, h, w, cin, kh, kw, cout, strides, padding, dil, groups
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(conv_cases(), st.integers(0, 2**31 - 1))
+def test_conv_forward_and_both_gradients_equal_lax(case, seed):
+    n, h, w, cin, kh, kw, cout, strides, padding, dil, groups = case
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((n, h, w, cin))
+    k = rng.standard_normal((kh, kw, cin // groups, cout))
+    ours, ref = _conv_pair(x, k, strides, padding, dil, groups)
+    for name, a, b in zip(("forward", "input gradient", "kernel gradient"), ours, ref, strict=True):
+        assert a.shape == b.shape, name
+        assert _rel(a, b) < 2e-6, (name, case, _rel(a, b))
+
+
+def test_conv_bf16_is_bf16_rounding_of_f32():
+    rng = np.random.default_rng(0)
+    x, k = rng.standard_normal((4, 9, 9, 8)), rng.standard_normal((3, 3, 8, 16))
+    ours, ref = _conv_pair(x, k, (2, 2), ((1, 1), (1, 1)), (1, 1), 1, dtype=jnp.bfloat16)
+    for a, b in zip(ours, ref, strict=True):
+        assert a.dtype == jnp.bfloat16
+        assert _rel(a, b) < 2e-2
+
+
+def test_conv_outside_the_kernels_falls_back_to_lax():
+    rng = np.random.default_rng(0)
+    x = jnp.asarray(rng.standard_normal((2, 5, 5, 3)), jnp.float32)
+    w = jnp.asarray(rng.standard_normal((3, 3, 3, 4)), jnp.float32)
+    for extra in ({"lhs_dilation": (2, 2)}, {"padding": ((-1, 0), (0, 0))}):
+        args = {"window_strides": (1, 1), "padding": ((1, 1), (1, 1)), "dimension_numbers": DN}
+        args.update(extra)
+        fn = jax.jit(lambda x, w, args=args: onednn.conv_general_dilated(x, w, **args))
+        text = fn.lower(x, w).as_text()
+        assert "cnn_cases_conv" not in text
+        np.testing.assert_allclose(
+            onednn.conv_general_dilated(x, w, **args),
+            lax.conv_general_dilated(x, w, **args),
+            rtol=1e-6,
+            atol=1e-5,
+        )
+    # NCHW activations are not the kernels' layout either.
+    xc = jnp.transpose(x, (0, 3, 1, 2))
+    text = (
+        jax.jit(
+            lambda x, w: onednn.conv_general_dilated(
+                x, w, (1, 1), "SAME", dimension_numbers=("NCHW", "HWIO", "NCHW")
+            )
+        )
+        .lower(xc, w)
+        .as_text()
+    )
+    assert "cnn_cases_conv" not in text
+
+
+@pytest.mark.parametrize("train", [True, False])
+@pytest.mark.parametrize("act", [None, nn.relu])
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
+def test_batch_norm_equals_flax(train, act, dtype):
+    rng = np.random.default_rng(0)
+    x = jnp.asarray(rng.standard_normal((6, 5, 7, 16)) * 3 + 1, dtype)
+    c = x.shape[-1]
+    variables = {
+        "params": {
+            "scale": jnp.asarray(rng.standard_normal(c), jnp.float32),
+            "bias": jnp.asarray(rng.standard_normal(c), jnp.float32),
+        },
+        "batch_stats": {
+            "mean": jnp.asarray(rng.standard_normal(c), jnp.float32),
+            "var": jnp.asarray(rng.random(c) + 0.5, jnp.float32),
+        },
+    }
+    ct = jnp.asarray(rng.standard_normal(x.shape), dtype)
+
+    def run(kernels):
+        bn = layers.norm_factory(train, kernels, dtype=dtype, act=act)()
+        assert jax.tree.structure(bn.init(jax.random.key(0), x)) == jax.tree.structure(variables)
+
+        def loss(params, x):
+            y, new = bn.apply(
+                {"params": params, "batch_stats": variables["batch_stats"]},
+                x,
+                mutable=["batch_stats"],
+            )
+            return jnp.sum(y.astype(jnp.float32) * ct.astype(jnp.float32)), (y, new)
+
+        fn = jax.jit(jax.grad(loss, argnums=(0, 1), has_aux=True))
+        text = fn.lower(variables["params"], x).as_text()
+        assert ("cnn_cases_bn" in text) == (kernels == "onednn")
+        return fn(variables["params"], x)
+
+    (g, (y, stats)), (g_ref, (y_ref, stats_ref)) = run("onednn"), run("xla")
+    tol = 2e-6 if dtype == jnp.float32 else 2e-2
+    assert y.dtype == y_ref.dtype == dtype
+    assert _rel(y, y_ref) < tol
+    for a, b in zip(jax.tree.leaves((g, stats)), jax.tree.leaves((g_ref, stats_ref)), strict=True):
+        assert _rel(a, b) < (tol if dtype == jnp.float32 else 5e-2)
+
+
+def test_vmap_over_the_kernels_is_a_loop_over_examples():
+    rng = np.random.default_rng(0)
+    xs = jnp.asarray(rng.standard_normal((3, 2, 8, 8, 4)), jnp.float32)
+    ws = jnp.asarray(rng.standard_normal((3, 3, 3, 4, 6)), jnp.float32)
+    scale, bias = jnp.ones(6), jnp.zeros(6)
+
+    def f(x, w):
+        y = onednn.conv_general_dilated(x, w, (1, 1), "SAME", dimension_numbers=DN)
+        return jnp.sum(onednn.batch_norm(y, scale, bias, epsilon=1e-5, relu=True)[0] ** 2)
+
+    batched = jax.jit(jax.vmap(jax.value_and_grad(f, argnums=(0, 1))))(xs, ws)
+    for i in range(3):
+        single = jax.value_and_grad(f, argnums=(0, 1))(xs[i], ws[i])
+        for a, b in zip(jax.tree.leaves(batched), jax.tree.leaves(single), strict=True):
+            np.testing.assert_allclose(a[i], b, rtol=1e-5, atol=1e-5)
+
+
+def _apply_and_grad(model, variables, x):
+    def loss(params):
+        y, _ = model.apply({**variables, "params": params}, x, train=True, mutable=["batch_stats"])
+        return jnp.mean(y**2)
+
+    return jax.jit(jax.value_and_grad(loss))(variables["params"])
+
+
+@pytest.mark.parametrize("scan", [False, True])
+def test_cifar_resnet_is_the_same_function_on_both_kernels(scan):
+    x = jnp.asarray(np.random.default_rng(0).standard_normal((8, 32, 32, 3)), jnp.float32)
+    ours = models.get_model("resnet14", width=4, scan=scan, kernels="onednn")
+    ref = models.get_model("resnet14", width=4, scan=scan, kernels="xla")
+    variables = ref.init(jax.random.key(0), x, train=True)
+    # One parameter tree for both: checkpoints move between them unchanged.
+    chex_shapes = jax.tree.map(lambda a: a.shape, ours.init(jax.random.key(0), x, train=True))
+    assert chex_shapes == jax.tree.map(lambda a: a.shape, variables)
+    (loss, g), (loss_ref, g_ref) = (
+        _apply_and_grad(ours, variables, x),
+        _apply_and_grad(ref, variables, x),
+    )
+    assert _rel(loss, loss_ref) < 1e-5
+    for a, b in zip(jax.tree.leaves(g), jax.tree.leaves(g_ref), strict=True):
+        assert _rel(a, b) < 1e-4
+    logits = ours.apply(variables, x)
+    assert _rel(logits, ref.apply(variables, x)) < 1e-5
+
+
+# resnet1202 is resnet110's code at 11x the trace time.
+@pytest.mark.parametrize("name", sorted(set(models.MODELS) - {"resnet1202"}))
+def test_every_registry_model_has_one_variable_tree_for_both_kernels(name):
+    shape = (1, *models.input_shape(name))
+    trees = []
+    for kernels in ("onednn", "xla"):
+        model = models.get_model(name, kernels=kernels)
+        init = lambda x, model=model: model.init(
+            {"params": jax.random.key(0), "dropout": jax.random.key(1)}, x, train=True
+        )
+        trees.append(jax.eval_shape(init, jax.ShapeDtypeStruct(shape, jnp.float32)))
+    assert jax.tree.structure(trees[0]) == jax.tree.structure(trees[1])
+    assert jax.tree.leaves(trees[0]) == jax.tree.leaves(trees[1])
+
+
+def test_bad_kernels_setting_is_one_line():
+    with pytest.raises(
+        ValueError, match=r"kernels='fast' is not valid \(valid: auto, onednn, xla\)"
+    ):
+        onednn.use_onednn("fast")
+
+
+def test_onednn_on_an_accelerator_is_refused_and_auto_uses_xla(monkeypatch):
+    monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
+    with pytest.raises(ValueError, match="runs on the CPU only"):
+        onednn.use_onednn("onednn")
+    assert not onednn.use_onednn("auto")
+    assert layers.conv_function("auto") is lax.conv_general_dilated
+
+
+def test_a_library_that_fails_to_load_warns_once_and_falls_back(monkeypatch):
+    monkeypatch.setattr(onednn, "_load", lambda: (None, "libdnnl.so.3: cannot open"))
+    onednn._warn_unavailable.cache_clear()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert not onednn.use_onednn("auto")
+        assert not onednn.use_onednn("onednn")
+    assert len(caught) == 1 and "libdnnl.so.3: cannot open" in str(caught[0].message)
+    x = jnp.ones((2, 8, 8, 3))
+    model = models.get_model("resnet8", width=4)
+    text = jax.jit(lambda v, x: model.apply(v, x)).lower(model.init(jax.random.key(0), x), x)
+    assert "cnn_cases_" not in text.as_text()
+
+
+MESH_CHECK = """
+import os
+os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=8"
+import jax, jax.numpy as jnp, numpy as np
+from jax.sharding import NamedSharding, PartitionSpec as P
+from cnn_cases import parallel
+from cnn_cases.kernels import onednn
+
+mesh = parallel.create_mesh()
+rng = np.random.default_rng(0)
+x = jnp.asarray(rng.standard_normal((16, 8, 8, 4)), jnp.float32)
+w = jnp.asarray(rng.standard_normal((3, 3, 4, 8)), jnp.float32)
+scale, bias = jnp.asarray(rng.random(8) + 0.5), jnp.asarray(rng.standard_normal(8))
+
+def loss(x, w, scale, bias):
+    dn = ("NHWC", "HWIO", "NHWC")
+    y = onednn.conv_general_dilated(x, w, (1, 1), "SAME", dimension_numbers=dn)
+    y, mean, var = onednn.batch_norm(y, scale, bias, epsilon=1e-5, relu=True)
+    return jnp.sum(y ** 2), (mean, var)
+
+f = jax.value_and_grad(loss, argnums=(0, 1, 2, 3), has_aux=True)
+single = jax.jit(f)(x, w, scale, bias)
+xs = jax.device_put(x, NamedSharding(mesh, P("data")))
+with jax.set_mesh(mesh):
+    step = jax.jit(f)
+    hlo = step.lower(xs, w, scale, bias).compile().as_text()
+    sharded = step(xs, w, scale, bias)
+assert "all-gather" not in hlo, "the batch was gathered"
+assert hlo.count("custom-call") >= 4
+for a, b in zip(jax.tree.leaves(sharded), jax.tree.leaves(single)):
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=2e-5, atol=2e-5)
+print("ok")
+"""
+
+
+def test_eight_devices_run_the_kernels_on_their_shards_without_gathering():
+    proc = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(MESH_CHECK)],
+        env={**os.environ, "PYTHONPATH": ROOT},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0 and "ok" in proc.stdout, proc.stderr[-3000:]
