@@ -33,6 +33,7 @@ import numpy as np
 from jax import lax
 
 from cnn_cases import models
+from cnn_cases.models.layers import conv_function
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
 _DN = ("NHWC", "HWIO", "NHWC")
@@ -49,6 +50,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--warmup", type=int, default=2, help="untimed calls per pass")
     p.add_argument("--reps", type=int, default=7, help="timed calls per pass (median)")
     p.add_argument("--step_reps", type=int, default=5, help="timed repetitions of the step")
+    p.add_argument(
+        "--kernels",
+        default="auto",
+        choices=("auto", "onednn", "xla"),
+        help="convolutions and BatchNorm: auto (oneDNN on a CPU), onednn, xla",
+    )
     p.add_argument("--vs_torch", action="store_true", help="time PyTorch's passes too")
     p.add_argument("--torch_threads", type=int, default=2)
     p.add_argument("--seed", type=int, default=0)
@@ -138,14 +145,15 @@ def _median_ms(fn: Callable[[], Any], warmup: int, reps: int) -> float:
 class JaxConv:
     """One convolution's three passes, jitted."""
 
-    def __init__(self, layer: dict[str, Any], batch: int, seed: int):
+    def __init__(self, layer: dict[str, Any], batch: int, seed: int, kernels: str):
         rng = np.random.default_rng(seed)
+        conv_general_dilated = conv_function(kernels)
         kh, kw = layer["kernel"]
         c, o = layer["in_shape"][-1], layer["features"]
         strides, pads = layer["strides"], layer["pads"]
 
         def conv(x: jax.Array, w: jax.Array) -> jax.Array:
-            return lax.conv_general_dilated(x, w, strides, pads, dimension_numbers=_DN)
+            return conv_general_dilated(x, w, strides, pads, dimension_numbers=_DN)
 
         self.x = jnp.asarray(rng.standard_normal((batch, *layer["in_shape"]), np.float32))
         self.w = jnp.asarray(rng.standard_normal((kh, kw, c, o), np.float32))
@@ -216,7 +224,7 @@ def profile(args: argparse.Namespace) -> dict[str, Any]:
         torch.set_num_threads(args.torch_threads)
     rows = []
     for i, layer in enumerate(layers):
-        jc = JaxConv(layer, args.batch_size, args.seed + i)
+        jc = JaxConv(layer, args.batch_size, args.seed + i, args.kernels)
         tc = TorchConv(layer, args.batch_size, args.seed + i) if args.vs_torch else None
         row = {**layer, "macs": _macs(layer, args.batch_size)}
         for p in PASSES:  # alternate the frameworks pass by pass
@@ -229,6 +237,7 @@ def profile(args: argparse.Namespace) -> dict[str, Any]:
         [
             f"--model={name}",
             f"--batch_size={args.batch_size}",
+            f"--kernels={args.kernels}",
             f"--reps={args.step_reps}",
             "--steps_per_rep=1",
             f"--warmup={args.warmup}",
@@ -251,6 +260,7 @@ def profile(args: argparse.Namespace) -> dict[str, Any]:
         "batch_size": args.batch_size,
         "platform": jax.devices()[0].platform,
         "xla_flags": os.environ.get("XLA_FLAGS", ""),
+        "kernels": args.kernels,
         "layers": rows,
     }
     for f in frameworks:
@@ -273,7 +283,8 @@ def format_report(r: dict[str, Any]) -> str:
     for f in frameworks:
         head += "".join(f" {f + ' ' + p + ' ms':>14}" for p in PASSES)
     lines = [
-        f"{r['model']}, batch {r['batch_size']}, {r['platform']}  XLA_FLAGS={r['xla_flags']!r}"
+        f"{r['model']}, batch {r['batch_size']}, {r['platform']}, kernels {r['kernels']}  "
+        f"XLA_FLAGS={r['xla_flags']!r}"
     ]
     lines += [head]
     for row in r["layers"]:

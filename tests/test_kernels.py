@@ -36,6 +36,11 @@ def _rel(a, b):
     return float(np.max(np.abs(a - b)) / max(np.max(np.abs(b)), 1e-30))
 
 
+def _rel_norm(a, b):
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    return float(np.linalg.norm(a - b) / max(np.linalg.norm(b), 1e-30))
+
+
 def _conv_pair(x, w, strides, padding, dilation, groups, dtype=jnp.float32):
     kw = dict(rhs_dilation=dilation, dimension_numbers=DN, feature_group_count=groups)
     ours = lambda x, w: onednn.conv_general_dilated(x, w, strides, padding, **kw)
@@ -120,11 +125,15 @@ def test_conv_outside_the_kernels_falls_back_to_lax():
 
 
 @pytest.mark.parametrize("train", [True, False])
-@pytest.mark.parametrize("act", [None, nn.relu])
+@pytest.mark.parametrize(
+    "act, add", [(None, False), (nn.relu, False), (nn.relu, True), (jnp.tanh, True)]
+)
 @pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
-def test_batch_norm_equals_flax(train, act, dtype):
+def test_batch_norm_equals_flax(train, act, add, dtype):
+    """act(bn(x) [+ residual]): fused on oneDNN for ReLU, equal to flax's BatchNorm."""
     rng = np.random.default_rng(0)
-    x = jnp.asarray(rng.standard_normal((6, 5, 7, 16)) * 3 + 1, dtype)
+    x = jnp.asarray(rng.standard_normal((6, 5, 7, 16)) * 3 + 1, jnp.float32)
+    residual = jnp.asarray(rng.standard_normal(x.shape), jnp.float32) if add else None
     c = x.shape[-1]
     variables = {
         "params": {
@@ -136,31 +145,39 @@ def test_batch_norm_equals_flax(train, act, dtype):
             "var": jnp.asarray(rng.random(c) + 0.5, jnp.float32),
         },
     }
-    ct = jnp.asarray(rng.standard_normal(x.shape), dtype)
+    ct = jnp.asarray(rng.standard_normal(x.shape), jnp.float32)
 
-    def run(kernels):
+    def run(kernels, dtype):
         bn = layers.norm_factory(train, kernels, dtype=dtype, act=act)()
-        assert jax.tree.structure(bn.init(jax.random.key(0), x)) == jax.tree.structure(variables)
+        xd, rd = x.astype(dtype), None if residual is None else residual.astype(dtype)
+        assert jax.tree.structure(bn.init(jax.random.key(0), xd)) == jax.tree.structure(variables)
 
-        def loss(params, x):
+        def loss(params, x, residual):
             y, new = bn.apply(
                 {"params": params, "batch_stats": variables["batch_stats"]},
                 x,
+                residual=residual,
                 mutable=["batch_stats"],
             )
-            return jnp.sum(y.astype(jnp.float32) * ct.astype(jnp.float32)), (y, new)
+            return jnp.sum(y.astype(jnp.float32) * ct), (y, new)
 
-        fn = jax.jit(jax.grad(loss, argnums=(0, 1), has_aux=True))
-        text = fn.lower(variables["params"], x).as_text()
+        fn = jax.jit(jax.grad(loss, argnums=(0, 1, 2), has_aux=True))
+        text = fn.lower(variables["params"], xd, rd).as_text()
         assert ("cnn_cases_bn" in text) == (kernels == "onednn")
-        return fn(variables["params"], x)
+        g, (y, stats) = fn(variables["params"], xd, rd)
+        assert y.dtype == dtype
+        return jax.tree.leaves((y, g, stats))
 
-    (g, (y, stats)), (g_ref, (y_ref, stats_ref)) = run("onednn"), run("xla")
-    tol = 2e-6 if dtype == jnp.float32 else 2e-2
-    assert y.dtype == y_ref.dtype == dtype
-    assert _rel(y, y_ref) < tol
-    for a, b in zip(jax.tree.leaves((g, stats)), jax.tree.leaves((g_ref, stats_ref)), strict=True):
-        assert _rel(a, b) < (tol if dtype == jnp.float32 else 5e-2)
+    ours, flax_ref = run("onednn", dtype), run("xla", dtype)
+    if dtype == jnp.float32:
+        for a, b in zip(ours, flax_ref, strict=True):
+            assert _rel(a, b) < 2e-6
+        return
+    # bf16 rounds at different points (the fused kernel adds the residual before rounding,
+    # flax after), so both are held to the f32 result: oneDNN's as close as flax's.
+    f32 = run("xla", jnp.float32)
+    for a, b, exact in zip(ours, flax_ref, f32, strict=True):
+        assert _rel_norm(a, exact) <= max(1.25 * _rel_norm(b, exact), 1e-2)
 
 
 def test_vmap_over_the_kernels_is_a_loop_over_examples():

@@ -16,7 +16,9 @@
 // BatchNorm: the statistics and the backward pass need sums over the whole batch,
 // which oneDNN's primitive only computes inside one call; here each chunk sums its
 // part (in double) and the normalisation itself runs on oneDNN's inference
-// primitive with the batch statistics.
+// primitive with the batch statistics (fused with the ReLU). The residual block's
+// end, relu(bn(x) + r), and the backward pass are loops of this file, compiled for
+// AVX-512, AVX2 and a baseline, with the common channel counts fixed at compile time.
 //
 // Primitives are created once per shape and kept in a cache.
 
@@ -361,7 +363,9 @@ ffi::Error ConvBackwardWeights(ffi::ThreadPool pool, ffi::AnyBuffer x, ffi::AnyB
 // ---------------------------------------------------------------------------
 // Batch normalisation over N, H, W of an NHWC tensor; scale, shift, mean and
 // variance are f32 vectors of C. `relu` applies a ReLU to the output (forward)
-// and masks the gradient with y > 0 (backward).
+// and masks the gradient with y > 0 (backward). `add` (with `relu`) adds a
+// residual tensor before the ReLU, the end of a residual block: y = relu(bn(x) + r);
+// its gradient is the masked dy, which the backward pass writes out.
 // ---------------------------------------------------------------------------
 
 inline float Load(const float* p, int64_t i) { return p[i]; }
@@ -437,7 +441,7 @@ template <typename T, int64_t C>
 __attribute__((target_clones("avx512f", "avx2", "default"))) void BackwardRows(
     const T* __restrict x, const T* __restrict dy, const T* __restrict y, T* __restrict dx,
     const float* __restrict mean, const float* __restrict a, const float* __restrict b,
-    const float* __restrict d, int64_t rows, int64_t runtime_c, bool relu) {
+    const float* __restrict d, T* __restrict dres, int64_t rows, int64_t runtime_c, bool relu) {
   const int64_t c = C > 0 ? C : runtime_c;
   for (int64_t r = 0; r < rows; ++r) {
     const int64_t base = r * c;
@@ -446,12 +450,29 @@ __attribute__((target_clones("avx512f", "avx2", "default"))) void BackwardRows(
         const float dyk = Load(dy, base + k);  // loaded unconditionally: a select, no branch
         const float g = Load(y, base + k) > 0.0f ? dyk : 0.0f;
         Store(dx, base + k, g * a[k] + (Load(x, base + k) - mean[k]) * b[k] + d[k]);
+        if (dres != nullptr) Store(dres, base + k, g);
       }
     } else {
       for (int64_t k = 0; k < c; ++k) {
         Store(dx, base + k,
               Load(dy, base + k) * a[k] + (Load(x, base + k) - mean[k]) * b[k] + d[k]);
       }
+    }
+  }
+}
+
+// y = max(0, x * a[c] + b[c] + r): BatchNorm with given statistics, plus a residual, then
+// ReLU (oneDNN 3.2 has no inference primitive for fuse_norm_add_relu).
+template <typename T, int64_t C>
+__attribute__((target_clones("avx512f", "avx2", "default"))) void AddReluRows(
+    const T* __restrict x, const T* __restrict r, T* __restrict y, const float* __restrict a,
+    const float* __restrict b, int64_t rows, int64_t runtime_c) {
+  const int64_t c = C > 0 ? C : runtime_c;
+  for (int64_t row = 0; row < rows; ++row) {
+    const int64_t base = row * c;
+    for (int64_t k = 0; k < c; ++k) {
+      const float v = Load(x, base + k) * a[k] + b[k] + Load(r, base + k);
+      Store(y, base + k, v > 0.0f ? v : 0.0f);
     }
   }
 }
@@ -509,10 +530,37 @@ ffi::Error ReadBnShape(ffi::AnyBuffer x, BnShape* s) {
   return ffi::Error::Success();
 }
 
-// y = relu?((x - mean) / sqrt(var + eps) * scale + shift), chunk by chunk on oneDNN.
+// y = relu?((x - mean) / sqrt(var + eps) * scale + shift [+ residual]), chunk by chunk on
+// oneDNN; `residual` is null unless `add`.
 void Normalize(ffi::ThreadPool& pool, const BnShape& s, void* x, void* y, void* scale,
-               void* shift, void* mean, void* var, float eps, bool relu) {
+               void* shift, void* mean, void* var, float eps, bool relu, void* residual) {
   auto chunks = Chunks(s.n, Parts(pool));
+  if (residual != nullptr) {
+    std::vector<float> a(s.c), b(s.c);
+    const float* sc = static_cast<const float*>(scale);
+    const float* sh = static_cast<const float*>(shift);
+    const float* m = static_cast<const float*>(mean);
+    const float* v = static_cast<const float*>(var);
+    for (int64_t k = 0; k < s.c; ++k) {
+      a[k] = sc[k] / std::sqrt(v[k] + eps);
+      b[k] = sh[k] - m[k] * a[k];
+    }
+    const int64_t per_image = s.h * s.w;
+    ParallelFor(pool, chunks.size(), [&](int64_t i) {
+      const int64_t off = chunks[i].first * per_image * s.c;
+      const int64_t rows = chunks[i].second * per_image;
+      if (s.dt == memory::data_type::f32) {
+        CNN_CASES_DISPATCH_C(AddReluRows, float, s.c, static_cast<const float*>(x) + off,
+                             static_cast<const float*>(residual) + off,
+                             static_cast<float*>(y) + off, a.data(), b.data(), rows, s.c);
+      } else {
+        CNN_CASES_DISPATCH_C(AddReluRows, uint16_t, s.c, static_cast<const uint16_t*>(x) + off,
+                             static_cast<const uint16_t*>(residual) + off,
+                             static_cast<uint16_t*>(y) + off, a.data(), b.data(), rows, s.c);
+      }
+    });
+    return;
+  }
   std::vector<std::shared_ptr<const BnEntry>> entries;
   for (auto& [off, mb] : chunks) {
     int32_t eps_bits;
@@ -526,15 +574,15 @@ void Normalize(ffi::ThreadPool& pool, const BnShape& s, void* x, void* y, void* 
     const auto& e = *entries[i];
     auto& eng = Engine();
     const int64_t off = chunks[i].first;
-    e.prim.execute(Stream(),
-                   {{DNNL_ARG_SRC, memory(e.data, eng, static_cast<char*>(x) + off * image)},
-                    {DNNL_ARG_DST, memory(e.data, eng, static_cast<char*>(y) + off * image)},
-                    {DNNL_ARG_SCALE, memory(e.stats, eng, scale)},
-                    {DNNL_ARG_SHIFT, memory(e.stats, eng, shift)},
-                    {DNNL_ARG_MEAN, memory(e.stats, eng, mean)},
-                    {DNNL_ARG_VARIANCE, memory(e.stats, eng, var)},
-                    {DNNL_ARG_SCRATCHPAD,
-                     memory(e.scratchpad, eng, Scratch(e.scratchpad.get_size()))}});
+    std::unordered_map<int, memory> args = {
+        {DNNL_ARG_SRC, memory(e.data, eng, static_cast<char*>(x) + off * image)},
+        {DNNL_ARG_DST, memory(e.data, eng, static_cast<char*>(y) + off * image)},
+        {DNNL_ARG_SCALE, memory(e.stats, eng, scale)},
+        {DNNL_ARG_SHIFT, memory(e.stats, eng, shift)},
+        {DNNL_ARG_MEAN, memory(e.stats, eng, mean)},
+        {DNNL_ARG_VARIANCE, memory(e.stats, eng, var)},
+        {DNNL_ARG_SCRATCHPAD, memory(e.scratchpad, eng, Scratch(e.scratchpad.get_size()))}};
+    e.prim.execute(Stream(), args);
     Stream().wait();
   });
 }
@@ -579,7 +627,7 @@ void BnStats(ffi::ThreadPool& pool, const BnShape& s, const T* x, float* mean, f
 template <typename T>
 void BnBackwardT(ffi::ThreadPool& pool, const BnShape& s, const T* x, const T* dy, const T* y,
                  const float* scale, const float* mean, const float* var, T* dx, float* dscale,
-                 float* dshift, float eps, bool relu) {
+                 float* dshift, T* dres, float eps, bool relu) {
   auto [s1, s2] = BatchSums<T>(pool, s, x, dy, y, mean, relu);
   const double count = static_cast<double>(s.n) * s.h * s.w;
   std::vector<float> a(s.c), b(s.c), d(s.c);
@@ -598,14 +646,16 @@ void BnBackwardT(ffi::ThreadPool& pool, const BnShape& s, const T* x, const T* d
     const int64_t off = chunks[i].first * rows_per_image * s.c;
     CNN_CASES_DISPATCH_C(BackwardRows, T, s.c, x + off, dy + off, y ? y + off : nullptr,
                          dx + off, mean, a.data(), b.data(), d.data(),
-                         chunks[i].second * rows_per_image, s.c, relu);
+                         dres ? dres + off : nullptr, chunks[i].second * rows_per_image, s.c,
+                         relu);
   });
 }
 
+// `residual` is read only when `add`.
 ffi::Error BnTrain(ffi::ThreadPool pool, ffi::AnyBuffer x, ffi::AnyBuffer scale,
-                   ffi::AnyBuffer shift, ffi::Result<ffi::AnyBuffer> y,
+                   ffi::AnyBuffer shift, ffi::AnyBuffer residual, ffi::Result<ffi::AnyBuffer> y,
                    ffi::Result<ffi::AnyBuffer> mean, ffi::Result<ffi::AnyBuffer> var, float eps,
-                   bool relu) {
+                   bool relu, bool add) {
   omp_set_num_threads(1);
   BnShape s;
   if (auto err = ReadBnShape(x, &s); err.failure()) return err;
@@ -618,7 +668,7 @@ ffi::Error BnTrain(ffi::ThreadPool pool, ffi::AnyBuffer x, ffi::AnyBuffer scale,
       BnStats<uint16_t>(pool, s, static_cast<const uint16_t*>(x.untyped_data()), m, v);
     }
     Normalize(pool, s, x.untyped_data(), y->untyped_data(), scale.untyped_data(),
-              shift.untyped_data(), m, v, eps, relu);
+              shift.untyped_data(), m, v, eps, relu, add ? residual.untyped_data() : nullptr);
   } catch (const dnnl::error& err) {
     return Fail(std::string("batch norm: ") + err.what());
   }
@@ -627,38 +677,45 @@ ffi::Error BnTrain(ffi::ThreadPool pool, ffi::AnyBuffer x, ffi::AnyBuffer scale,
 
 ffi::Error BnInference(ffi::ThreadPool pool, ffi::AnyBuffer x, ffi::AnyBuffer scale,
                        ffi::AnyBuffer shift, ffi::AnyBuffer mean, ffi::AnyBuffer var,
-                       ffi::Result<ffi::AnyBuffer> y, float eps, bool relu) {
+                       ffi::AnyBuffer residual, ffi::Result<ffi::AnyBuffer> y, float eps,
+                       bool relu, bool add) {
   omp_set_num_threads(1);
   BnShape s;
   if (auto err = ReadBnShape(x, &s); err.failure()) return err;
   try {
     Normalize(pool, s, x.untyped_data(), y->untyped_data(), scale.untyped_data(),
-              shift.untyped_data(), mean.untyped_data(), var.untyped_data(), eps, relu);
+              shift.untyped_data(), mean.untyped_data(), var.untyped_data(), eps, relu,
+              add ? residual.untyped_data() : nullptr);
   } catch (const dnnl::error& err) {
     return Fail(std::string("batch norm: ") + err.what());
   }
   return ffi::Error::Success();
 }
 
-// `y` is the forward output, read only when `relu` (for its mask).
+// `y` is the forward output, read only when `relu` (for its mask); `dres`, the residual's
+// gradient, is written only when `add`.
 ffi::Error BnBackward(ffi::ThreadPool pool, ffi::AnyBuffer x, ffi::AnyBuffer dy,
                       ffi::AnyBuffer y, ffi::AnyBuffer scale, ffi::AnyBuffer mean,
                       ffi::AnyBuffer var, ffi::Result<ffi::AnyBuffer> dx,
                       ffi::Result<ffi::AnyBuffer> dscale, ffi::Result<ffi::AnyBuffer> dshift,
-                      float eps, bool relu) {
+                      ffi::Result<ffi::AnyBuffer> dres, float eps, bool relu, bool add) {
   BnShape s;
   if (auto err = ReadBnShape(x, &s); err.failure()) return err;
+  if (add && !relu) return Fail("a fused residual addition needs the fused ReLU");
   auto f = [](ffi::AnyBuffer b) { return static_cast<const float*>(b.untyped_data()); };
   float* ds = static_cast<float*>(dscale->untyped_data());
   float* db = static_cast<float*>(dshift->untyped_data());
   if (s.dt == memory::data_type::f32) {
     auto t = [](ffi::AnyBuffer b) { return static_cast<const float*>(b.untyped_data()); };
     BnBackwardT<float>(pool, s, t(x), t(dy), relu ? t(y) : nullptr, f(scale), f(mean), f(var),
-                       static_cast<float*>(dx->untyped_data()), ds, db, eps, relu);
+                       static_cast<float*>(dx->untyped_data()), ds, db,
+                       add ? static_cast<float*>(dres->untyped_data()) : nullptr, eps, relu);
   } else {
     auto t = [](ffi::AnyBuffer b) { return static_cast<const uint16_t*>(b.untyped_data()); };
     BnBackwardT<uint16_t>(pool, s, t(x), t(dy), relu ? t(y) : nullptr, f(scale), f(mean),
-                          f(var), static_cast<uint16_t*>(dx->untyped_data()), ds, db, eps, relu);
+                          f(var), static_cast<uint16_t*>(dx->untyped_data()), ds, db,
+                          add ? static_cast<uint16_t*>(dres->untyped_data()) : nullptr, eps,
+                          relu);
   }
   return ffi::Error::Success();
 }
@@ -691,11 +748,13 @@ CNN_CASES_HANDLER(cnn_cases_bn_train, BnTrain,
                       .Arg<ffi::AnyBuffer>()
                       .Arg<ffi::AnyBuffer>()
                       .Arg<ffi::AnyBuffer>()
+                      .Arg<ffi::AnyBuffer>()
                       .Ret<ffi::AnyBuffer>()
                       .Ret<ffi::AnyBuffer>()
                       .Ret<ffi::AnyBuffer>()
                       .Attr<float>("eps")
-                      .Attr<bool>("relu"))
+                      .Attr<bool>("relu")
+                      .Attr<bool>("add"))
 
 CNN_CASES_HANDLER(cnn_cases_bn_inference, BnInference,
                   ffi::Ffi::Bind()
@@ -705,9 +764,11 @@ CNN_CASES_HANDLER(cnn_cases_bn_inference, BnInference,
                       .Arg<ffi::AnyBuffer>()
                       .Arg<ffi::AnyBuffer>()
                       .Arg<ffi::AnyBuffer>()
+                      .Arg<ffi::AnyBuffer>()
                       .Ret<ffi::AnyBuffer>()
                       .Attr<float>("eps")
-                      .Attr<bool>("relu"))
+                      .Attr<bool>("relu")
+                      .Attr<bool>("add"))
 
 CNN_CASES_HANDLER(cnn_cases_bn_backward, BnBackward,
                   ffi::Ffi::Bind()
@@ -721,11 +782,13 @@ CNN_CASES_HANDLER(cnn_cases_bn_backward, BnBackward,
                       .Ret<ffi::AnyBuffer>()
                       .Ret<ffi::AnyBuffer>()
                       .Ret<ffi::AnyBuffer>()
+                      .Ret<ffi::AnyBuffer>()
                       .Attr<float>("eps")
-                      .Attr<bool>("relu"))
+                      .Attr<bool>("relu")
+                      .Attr<bool>("add"))
 
 // The handlers' interface version; the Python side refuses a stale build.
-CNN_CASES_EXPORT int64_t cnn_cases_abi_version() { return 2; }
+CNN_CASES_EXPORT int64_t cnn_cases_abi_version() { return 3; }
 
 // oneDNN's version, major * 10000 + minor * 100 + patch.
 CNN_CASES_EXPORT int64_t cnn_cases_onednn_version() {

@@ -41,7 +41,7 @@ _TARGETS = (
     "bn_inference",
     "bn_backward",
 )
-_ABI_VERSION = 2  # cnn_cases_abi_version() of the onednn.cc this module speaks to
+_ABI_VERSION = 3  # cnn_cases_abi_version() of the onednn.cc this module speaks to
 _DTYPES = (jnp.dtype(jnp.float32), jnp.dtype(jnp.bfloat16))
 # lax's dimension numbers for NHWC activations and HWIO kernels.
 _NHWC_HWIO = lax.ConvDimensionNumbers((0, 3, 1, 2), (3, 2, 0, 1), (0, 3, 1, 2))
@@ -262,9 +262,7 @@ def conv_general_dilated(
     preferred_element_type: Any = None,
 ) -> jax.Array:
     """`lax.conv_general_dilated` on oneDNN's kernels where they apply, else on XLA's."""
-    params = _conv_params(
-        lhs,
-        rhs,
+    geometry = (
         window_strides,
         padding,
         lhs_dilation,
@@ -272,22 +270,10 @@ def conv_general_dilated(
         dimension_numbers,
         feature_group_count,
         batch_group_count,
-        preferred_element_type,
     )
+    params = _conv_params(lhs, rhs, *geometry, preferred_element_type)
     if params is None:
-        return lax.conv_general_dilated(
-            lhs,
-            rhs,
-            window_strides,
-            padding,
-            lhs_dilation,
-            rhs_dilation,
-            dimension_numbers,
-            feature_group_count,
-            batch_group_count,
-            precision,
-            preferred_element_type,
-        )
+        return lax.conv_general_dilated(lhs, rhs, *geometry, precision, preferred_element_type)
     return _conv(lhs, rhs, params)
 
 
@@ -308,26 +294,36 @@ def _moments(x: jax.Array) -> tuple[jax.Array, jax.Array]:
     return mean, var
 
 
+def _placeholder(x: jax.Array, residual: jax.Array | None) -> jax.Array:
+    """The residual, or a one-element stand-in that the handlers do not read."""
+    return jnp.zeros((1,), x.dtype) if residual is None else residual
+
+
 def _bn_inference_call(
     x: jax.Array,
     scale: jax.Array,
     bias: jax.Array,
     mean: jax.Array,
     var: jax.Array,
+    residual: jax.Array | None,
     eps: float,
     relu: bool,
 ) -> jax.Array:
-    def fn(x: jax.Array, *stats: jax.Array) -> jax.Array:
+    add = residual is not None
+
+    def fn(x: jax.Array, *args: jax.Array) -> jax.Array:
         out = jax.ShapeDtypeStruct(x.shape, x.dtype)
-        return _call("bn_inference", out, x, *stats, eps=np.float32(eps), relu=relu)
+        return _call("bn_inference", out, x, *args, eps=np.float32(eps), relu=relu, add=add)
 
     axes = _batch_axes(x.shape[0])
-    return _per_shard(fn, axes, ("b", None, None, None, None), "b")(x, scale, bias, mean, var)
+    specs = ("b", None, None, None, None, "b" if add else None)
+    args = (x, scale, bias, mean, var, _placeholder(x, residual))
+    return _per_shard(fn, axes, specs, "b")(*args)
 
 
 def _bn_backward_xla(
     x: jax.Array,
-    y: jax.Array,
+    y: jax.Array | None,
     dy: jax.Array,
     scale: jax.Array,
     mean: jax.Array,
@@ -336,10 +332,11 @@ def _bn_backward_xla(
     relu: bool,
     train: bool,
 ) -> tuple[jax.Array, ...]:
-    """Gradients of y = relu?((x - mean) * rsqrt(var + eps) * scale + bias), in XLA.
+    """Gradients of y = relu?((x - mean) * rsqrt(var + eps) * scale + bias [+ r]), in XLA.
 
     `train`: mean and var are the batch's own statistics, so dx carries their terms too.
-    Returns (dx, dscale, dbias, dmean, dvar); dmean and dvar are zero in training mode.
+    Returns (dx, dscale, dbias, dmean, dvar, dr); dmean and dvar are zero in training mode,
+    dr is the gradient of an added residual r.
     """
     if relu:
         dy = jnp.where(y > 0, dy, jnp.zeros_like(dy))
@@ -352,87 +349,137 @@ def _bn_backward_xla(
         count = x.shape[0] * x.shape[1] * x.shape[2]
         dx = scale * rstd * (dy32 - (dbias + xhat * dscale) / count)
         zero = jnp.zeros_like(mean)
-        return dx.astype(x.dtype), dscale, dbias, zero, zero
+        return dx.astype(x.dtype), dscale, dbias, zero, zero, dy
     dx = (dy32 * (scale * rstd)).astype(x.dtype)
     dmean = -dbias * scale * rstd
     dvar = -0.5 * dscale * scale / (var + eps)
-    return dx, dscale, dbias, dmean, dvar
+    return dx, dscale, dbias, dmean, dvar, dy
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4))
+@functools.partial(jax.custom_vjp, nondiff_argnums=(4, 5))
 def _bn_train(
-    x: jax.Array, scale: jax.Array, bias: jax.Array, eps: float, relu: bool
+    x: jax.Array,
+    scale: jax.Array,
+    bias: jax.Array,
+    residual: jax.Array | None,
+    eps: float,
+    relu: bool,
 ) -> tuple[jax.Array, jax.Array, jax.Array]:
-    return _bn_train_fwd(x, scale, bias, eps, relu)[0]
+    return _bn_train_fwd(x, scale, bias, residual, eps, relu)[0]
 
 
 def _bn_train_fwd(
-    x: jax.Array, scale: jax.Array, bias: jax.Array, eps: float, relu: bool
+    x: jax.Array,
+    scale: jax.Array,
+    bias: jax.Array,
+    residual: jax.Array | None,
+    eps: float,
+    relu: bool,
 ) -> tuple[Any, Any]:
     sharded = _batch_axes(x.shape[0]) is not None
+    add = residual is not None
     if not sharded:
         c = x.shape[-1]
         out = (jax.ShapeDtypeStruct(x.shape, x.dtype), _stat(c), _stat(c))
-        y, mean, var = _call("bn_train", out, x, scale, bias, eps=np.float32(eps), relu=relu)
+        args = (x, scale, bias, _placeholder(x, residual))
+        y, mean, var = _call("bn_train", out, *args, eps=np.float32(eps), relu=relu, add=add)
     else:
         # Statistics of the global batch: XLA splits the reductions over the mesh.
         mean, var = _moments(x)
-        y = _bn_inference_call(x, scale, bias, mean, var, eps, relu)
+        y = _bn_inference_call(x, scale, bias, mean, var, residual, eps, relu)
     # The backward pass reads y only for the ReLU's mask.
-    return (y, mean, var), (x, y if relu else None, scale, mean, var, sharded)
+    return (y, mean, var), (x, y if relu else None, scale, mean, var, sharded, add)
 
 
-def _bn_train_bwd(eps: float, relu: bool, res: Any, g: Any) -> tuple[jax.Array, ...]:
-    x, y, scale, mean, var, sharded = res
+def _bn_train_bwd(eps: float, relu: bool, res: Any, g: Any) -> tuple[Any, ...]:
+    x, y, scale, mean, var, sharded, add = res
     dy = g[0]  # the statistics only feed the running averages, outside the loss
     if sharded:
-        return _bn_backward_xla(x, y, dy, scale, mean, var, eps, relu, train=True)[:3]
-    c = x.shape[-1]
-    out = (jax.ShapeDtypeStruct(x.shape, x.dtype), _stat(c), _stat(c))
-    y = x if y is None else y
-    return tuple(
-        _call("bn_backward", out, x, dy, y, scale, mean, var, eps=np.float32(eps), relu=relu)
-    )
+        dx, dscale, dbias, _, _, dres = _bn_backward_xla(
+            x, y, dy, scale, mean, var, eps, relu, train=True
+        )
+    else:
+        c = x.shape[-1]
+        shape = x.shape if add else (1,)
+        out = (
+            jax.ShapeDtypeStruct(x.shape, x.dtype),
+            _stat(c),
+            _stat(c),
+            jax.ShapeDtypeStruct(shape, x.dtype),
+        )
+        args = (x, dy, x if y is None else y, scale, mean, var)
+        dx, dscale, dbias, dres = _call(
+            "bn_backward", out, *args, eps=np.float32(eps), relu=relu, add=add
+        )
+    return dx, dscale, dbias, dres if add else None
 
 
 _bn_train.defvjp(_bn_train_fwd, _bn_train_bwd)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(5, 6))
+@functools.partial(jax.custom_vjp, nondiff_argnums=(6, 7))
 def _bn_inference(
     x: jax.Array,
     scale: jax.Array,
     bias: jax.Array,
     mean: jax.Array,
     var: jax.Array,
+    residual: jax.Array | None,
     eps: float,
     relu: bool,
 ) -> jax.Array:
-    return _bn_inference_call(x, scale, bias, mean, var, eps, relu)
+    return _bn_inference_call(x, scale, bias, mean, var, residual, eps, relu)
 
 
-def _bn_inference_fwd(*args: Any) -> tuple[jax.Array, Any]:
-    y = _bn_inference(*args)
-    x, scale, _, mean, var, _, _ = args
-    return y, (x, y, scale, mean, var)
+def _bn_inference_fwd(
+    x: jax.Array,
+    scale: jax.Array,
+    bias: jax.Array,
+    mean: jax.Array,
+    var: jax.Array,
+    residual: jax.Array | None,
+    eps: float,
+    relu: bool,
+) -> tuple[jax.Array, Any]:
+    y = _bn_inference_call(x, scale, bias, mean, var, residual, eps, relu)
+    return y, (x, y, scale, mean, var, residual is not None)
 
 
-def _bn_inference_bwd(eps: float, relu: bool, res: Any, dy: jax.Array) -> tuple[jax.Array, ...]:
-    x, y, scale, mean, var = res
-    dx, dscale, dbias, dmean, dvar = _bn_backward_xla(
-        x, y, dy, scale, mean, var, eps, relu, train=False
-    )
-    return dx, dscale, dbias, dmean, dvar
+def _bn_inference_bwd(eps: float, relu: bool, res: Any, dy: jax.Array) -> tuple[Any, ...]:
+    x, y, scale, mean, var, add = res
+    *grads, dres = _bn_backward_xla(x, y, dy, scale, mean, var, eps, relu, train=False)
+    return (*grads, dres if add else None)
 
 
 _bn_inference.defvjp(_bn_inference_fwd, _bn_inference_bwd)
 
 
+def _check_residual(x: jax.Array, residual: jax.Array | None, relu: bool) -> None:
+    if residual is None:
+        return
+    if not relu:
+        raise ValueError("a residual is fused only with relu=True; add it outside otherwise")
+    if residual.shape != x.shape or residual.dtype != x.dtype:
+        raise ValueError(
+            f"residual {residual.shape} {residual.dtype} does not match x {x.shape} {x.dtype}"
+        )
+
+
 def batch_norm(
-    x: jax.Array, scale: jax.Array, bias: jax.Array, *, epsilon: float, relu: bool = False
+    x: jax.Array,
+    scale: jax.Array,
+    bias: jax.Array,
+    *,
+    epsilon: float,
+    relu: bool = False,
+    residual: jax.Array | None = None,
 ) -> tuple[jax.Array, jax.Array, jax.Array]:
-    """Training-mode BatchNorm of NHWC `x`: (y, batch mean, biased batch variance)."""
-    return _bn_train(x, scale, bias, float(epsilon), relu)
+    """Training-mode BatchNorm of NHWC `x`: (y, batch mean, biased batch variance).
+
+    y = bn(x), relu(bn(x)) with `relu`, relu(bn(x) + residual) with a `residual` as well.
+    """
+    _check_residual(x, residual, relu)
+    return _bn_train(x, scale, bias, residual, float(epsilon), relu)
 
 
 def batch_norm_inference(
@@ -444,6 +491,8 @@ def batch_norm_inference(
     *,
     epsilon: float,
     relu: bool = False,
+    residual: jax.Array | None = None,
 ) -> jax.Array:
-    """BatchNorm of NHWC `x` with given statistics (the running averages)."""
-    return _bn_inference(x, scale, bias, mean, var, float(epsilon), relu)
+    """BatchNorm of NHWC `x` with given statistics (the running averages); see `batch_norm`."""
+    _check_residual(x, residual, relu)
+    return _bn_inference(x, scale, bias, mean, var, residual, float(epsilon), relu)

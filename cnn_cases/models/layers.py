@@ -43,9 +43,10 @@ _RELUS = (nn.relu, jax.nn.relu)
 class BatchNorm(nn.BatchNorm):
     """flax's BatchNorm (same variables and defaults), then `act`; on oneDNN if `kernels` says so.
 
-    The oneDNN path covers NHWC inputs normalised over N, H, W with scale and bias, and fuses
-    a ReLU `act` into the normalisation; anything else (masks, `axis_name`, other axes) runs
-    flax's own code.
+    `bn(x, residual=r)` computes act(bn(x) + r), the end of a residual block. The oneDNN path
+    covers NHWC inputs normalised over N, H, W with scale and bias, and fuses a ReLU `act` (and
+    the residual before it) into the normalisation; anything else (masks, `axis_name`, other
+    axes) runs flax's own code.
     """
 
     kernels: str = "xla"
@@ -53,11 +54,17 @@ class BatchNorm(nn.BatchNorm):
 
     @nn.compact
     def __call__(
-        self, x: jax.Array, use_running_average: bool | None = None, *, mask: Any = None
+        self,
+        x: jax.Array,
+        use_running_average: bool | None = None,
+        *,
+        mask: Any = None,
+        residual: jax.Array | None = None,
     ) -> jax.Array:
+        act = self.act or (lambda y: y)
         if not (self._supported(x, mask) and onednn.use_onednn(self.kernels)):
             y = super().__call__(x, use_running_average, mask=mask)
-            return y if self.act is None else self.act(y)
+            return act(y if residual is None else y + residual)
         use_running_average = nn.merge_param(
             "use_running_average", self.use_running_average, use_running_average
         )
@@ -67,17 +74,20 @@ class BatchNorm(nn.BatchNorm):
         scale = self.param("scale", self.scale_init, (c,), self.param_dtype)
         bias = self.param("bias", self.bias_init, (c,), self.param_dtype)
         scale, bias = scale.astype(jnp.float32), bias.astype(jnp.float32)
+        # Fused: a ReLU, and a residual of x's shape and type before it.
         relu = self.act in _RELUS
+        fused = residual if relu and _same_type(residual, x) else None
+        kwargs = {"epsilon": self.epsilon, "relu": relu, "residual": fused}
         if use_running_average:
-            y = onednn.batch_norm_inference(
-                x, scale, bias, ra_mean.value, ra_var.value, epsilon=self.epsilon, relu=relu
-            )
+            y = onednn.batch_norm_inference(x, scale, bias, ra_mean.value, ra_var.value, **kwargs)
         else:
-            y, mean, var = onednn.batch_norm(x, scale, bias, epsilon=self.epsilon, relu=relu)
+            y, mean, var = onednn.batch_norm(x, scale, bias, **kwargs)
             if not self.is_initializing():
                 ra_mean.value = self.momentum * ra_mean.value + (1 - self.momentum) * mean
                 ra_var.value = self.momentum * ra_var.value + (1 - self.momentum) * var
-        return y if relu or self.act is None else self.act(y)
+        if residual is not None and fused is None:
+            return act(y + residual)
+        return y if relu else act(y)
 
     def _supported(self, x: jax.Array, mask: Any) -> bool:
         return (
@@ -91,6 +101,10 @@ class BatchNorm(nn.BatchNorm):
             and jnp.dtype(self.dtype or x.dtype) == x.dtype
             and x.dtype in (jnp.float32, jnp.bfloat16)
         )
+
+
+def _same_type(a: jax.Array | None, b: jax.Array) -> bool:
+    return a is not None and a.shape == b.shape and a.dtype == b.dtype
 
 
 def norm_factory(train: bool, kernels: str = "auto", **kwargs: Any) -> Callable[..., BatchNorm]:
