@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from jax import lax
 
 from cnn_cases import models
-from cnn_cases.kernels import onednn
+from cnn_cases.kernels import batch_norm, onednn
 from cnn_cases.models import layers
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -188,7 +188,7 @@ def test_vmap_over_the_kernels_is_a_loop_over_examples():
 
     def f(x, w):
         y = onednn.conv_general_dilated(x, w, (1, 1), "SAME", dimension_numbers=DN)
-        return jnp.sum(onednn.batch_norm(y, scale, bias, epsilon=1e-5, relu=True)[0] ** 2)
+        return jnp.sum(batch_norm.batch_norm(y, scale, bias, epsilon=1e-5, relu=True)[0] ** 2)
 
     batched = jax.jit(jax.vmap(jax.value_and_grad(f, argnums=(0, 1))))(xs, ws)
     for i in range(3):
@@ -275,7 +275,7 @@ os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=8"
 import jax, jax.numpy as jnp, numpy as np
 from jax.sharding import NamedSharding, PartitionSpec as P
 from cnn_cases import parallel
-from cnn_cases.kernels import onednn
+from cnn_cases.kernels import batch_norm, onednn
 
 mesh = parallel.create_mesh()
 rng = np.random.default_rng(0)
@@ -286,7 +286,7 @@ scale, bias = jnp.asarray(rng.random(8) + 0.5), jnp.asarray(rng.standard_normal(
 def loss(x, w, scale, bias):
     dn = ("NHWC", "HWIO", "NHWC")
     y = onednn.conv_general_dilated(x, w, (1, 1), "SAME", dimension_numbers=dn)
-    y, mean, var = onednn.batch_norm(y, scale, bias, epsilon=1e-5, relu=True)
+    y, mean, var = batch_norm.batch_norm(y, scale, bias, epsilon=1e-5, relu=True)
     return jnp.sum(y ** 2), (mean, var)
 
 f = jax.value_and_grad(loss, argnums=(0, 1, 2, 3), has_aux=True)

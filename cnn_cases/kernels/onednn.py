@@ -8,9 +8,10 @@ so on a CPU the models run their convolutions and BatchNorm through the handlers
 kernels on its own shard of the batch through `shard_map`; the kernel gradient is summed
 over devices and BatchNorm statistics are taken over the global batch, as XLA's would be.
 
-`conv_general_dilated` has `lax.conv_general_dilated`'s signature and falls back to it for
-anything the kernels do not cover (other layouts or dtypes, input dilation, negative
-padding). `batch_norm` / `batch_norm_inference` take flax's BatchNorm variables.
+This module loads the handlers and holds the convolution: `conv_general_dilated` has
+`lax.conv_general_dilated`'s signature and falls back to it for anything the kernels do not
+cover (other layouts or dtypes, input dilation, negative padding). BatchNorm is in
+`cnn_cases.kernels.batch_norm`.
 """
 
 from __future__ import annotations
@@ -138,7 +139,7 @@ def use_onednn(kernels: str) -> bool:
 # ----------------------------------------------------------------------------------------
 
 
-def _batch_axes(batch: int) -> tuple[str, ...] | None:
+def batch_axes(batch: int) -> tuple[str, ...] | None:
     """Axes of the current mesh that the batch is split over, or None to run unsplit."""
     mesh = jax.sharding.get_abstract_mesh()
     if mesh.empty or mesh.size == 1 or batch % mesh.size:
@@ -146,7 +147,7 @@ def _batch_axes(batch: int) -> tuple[str, ...] | None:
     return tuple(mesh.axis_names)
 
 
-def _per_shard(fn: Any, axes: tuple[str, ...] | None, in_specs: Any, out_specs: Any) -> Any:
+def per_shard(fn: Any, axes: tuple[str, ...] | None, in_specs: Any, out_specs: Any) -> Any:
     """`fn` under `shard_map` with the batch (leading) axis split over `axes`; `"b"` in a
     spec stands for that split, `None` for replication."""
     if axes is None:
@@ -156,7 +157,7 @@ def _per_shard(fn: Any, axes: tuple[str, ...] | None, in_specs: Any, out_specs: 
     return jax.shard_map(fn, in_specs=tree(in_specs), out_specs=tree(out_specs), check_vma=False)
 
 
-def _call(target: str, out: Any, *args: jax.Array, **attrs: Any) -> Any:
+def call(target: str, out: Any, *args: jax.Array, **attrs: Any) -> Any:
     lib, why = _load()
     if lib is None:
         raise RuntimeError(f"cnn_cases: oneDNN kernels unavailable: {why}")
@@ -219,29 +220,29 @@ def _conv(x: jax.Array, w: jax.Array, params: tuple[int, ...]) -> jax.Array:
 
 
 def _conv_fwd(x: jax.Array, w: jax.Array, params: tuple[int, ...]) -> tuple[jax.Array, Any]:
-    axes = _batch_axes(x.shape[0])
+    axes = batch_axes(x.shape[0])
 
     def fwd(x: jax.Array, w: jax.Array) -> jax.Array:
-        return _call("conv_forward", _conv_out_shape(x, w, params), x, w, **_attrs(params))
+        return call("conv_forward", _conv_out_shape(x, w, params), x, w, **_attrs(params))
 
-    return _per_shard(fwd, axes, ("b", None), "b")(x, w), (x, w)
+    return per_shard(fwd, axes, ("b", None), "b")(x, w), (x, w)
 
 
 def _conv_bwd(params: tuple[int, ...], res: Any, dy: jax.Array) -> tuple[jax.Array, jax.Array]:
     x, w = res
-    axes = _batch_axes(x.shape[0])
+    axes = batch_axes(x.shape[0])
     attrs = _attrs(params)
 
     def data(dy: jax.Array, w: jax.Array) -> jax.Array:
         out = jax.ShapeDtypeStruct((dy.shape[0], *x.shape[1:]), x.dtype)
-        return _call("conv_backward_data", out, dy, w, **attrs)
+        return call("conv_backward_data", out, dy, w, **attrs)
 
     def weights(x: jax.Array, dy: jax.Array) -> jax.Array:
-        dw = _call("conv_backward_weights", jax.ShapeDtypeStruct(w.shape, w.dtype), x, dy, **attrs)
+        dw = call("conv_backward_weights", jax.ShapeDtypeStruct(w.shape, w.dtype), x, dy, **attrs)
         return dw if axes is None else lax.psum(dw, axes)
 
-    dx = _per_shard(data, axes, ("b", None), "b")(dy, w)
-    dw = _per_shard(weights, axes, ("b", "b"), None)(x, dy)
+    dx = per_shard(data, axes, ("b", None), "b")(dy, w)
+    dw = per_shard(weights, axes, ("b", "b"), None)(x, dy)
     return dx, dw
 
 
@@ -275,224 +276,3 @@ def conv_general_dilated(
     if params is None:
         return lax.conv_general_dilated(lhs, rhs, *geometry, precision, preferred_element_type)
     return _conv(lhs, rhs, params)
-
-
-# ----------------------------------------------------------------------------------------
-# Batch normalisation over N, H, W of an NHWC tensor
-# ----------------------------------------------------------------------------------------
-
-
-def _stat(c: int) -> jax.ShapeDtypeStruct:
-    return jax.ShapeDtypeStruct((c,), jnp.float32)
-
-
-def _moments(x: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """Mean and biased variance over N, H, W in f32 (the global batch under a mesh)."""
-    x32 = x.astype(jnp.float32)
-    mean = jnp.mean(x32, axis=(0, 1, 2))
-    var = jnp.mean(jnp.square(x32 - mean), axis=(0, 1, 2))
-    return mean, var
-
-
-def _placeholder(x: jax.Array, residual: jax.Array | None) -> jax.Array:
-    """The residual, or a one-element stand-in that the handlers do not read."""
-    return jnp.zeros((1,), x.dtype) if residual is None else residual
-
-
-def _bn_inference_call(
-    x: jax.Array,
-    scale: jax.Array,
-    bias: jax.Array,
-    mean: jax.Array,
-    var: jax.Array,
-    residual: jax.Array | None,
-    eps: float,
-    relu: bool,
-) -> jax.Array:
-    add = residual is not None
-
-    def fn(x: jax.Array, *args: jax.Array) -> jax.Array:
-        out = jax.ShapeDtypeStruct(x.shape, x.dtype)
-        return _call("bn_inference", out, x, *args, eps=np.float32(eps), relu=relu, add=add)
-
-    axes = _batch_axes(x.shape[0])
-    specs = ("b", None, None, None, None, "b" if add else None)
-    args = (x, scale, bias, mean, var, _placeholder(x, residual))
-    return _per_shard(fn, axes, specs, "b")(*args)
-
-
-def _bn_backward_xla(
-    x: jax.Array,
-    y: jax.Array | None,
-    dy: jax.Array,
-    scale: jax.Array,
-    mean: jax.Array,
-    var: jax.Array,
-    eps: float,
-    relu: bool,
-    train: bool,
-) -> tuple[jax.Array, ...]:
-    """Gradients of y = relu?((x - mean) * rsqrt(var + eps) * scale + bias [+ r]), in XLA.
-
-    `train`: mean and var are the batch's own statistics, so dx carries their terms too.
-    Returns (dx, dscale, dbias, dmean, dvar, dr); dmean and dvar are zero in training mode,
-    dr is the gradient of an added residual r.
-    """
-    if relu:
-        dy = jnp.where(y > 0, dy, jnp.zeros_like(dy))
-    dy32 = dy.astype(jnp.float32)
-    rstd = lax.rsqrt(var + eps)
-    xhat = (x.astype(jnp.float32) - mean) * rstd
-    dbias = jnp.sum(dy32, axis=(0, 1, 2))
-    dscale = jnp.sum(dy32 * xhat, axis=(0, 1, 2))
-    if train:
-        count = x.shape[0] * x.shape[1] * x.shape[2]
-        dx = scale * rstd * (dy32 - (dbias + xhat * dscale) / count)
-        zero = jnp.zeros_like(mean)
-        return dx.astype(x.dtype), dscale, dbias, zero, zero, dy
-    dx = (dy32 * (scale * rstd)).astype(x.dtype)
-    dmean = -dbias * scale * rstd
-    dvar = -0.5 * dscale * scale / (var + eps)
-    return dx, dscale, dbias, dmean, dvar, dy
-
-
-@functools.partial(jax.custom_vjp, nondiff_argnums=(4, 5))
-def _bn_train(
-    x: jax.Array,
-    scale: jax.Array,
-    bias: jax.Array,
-    residual: jax.Array | None,
-    eps: float,
-    relu: bool,
-) -> tuple[jax.Array, jax.Array, jax.Array]:
-    return _bn_train_fwd(x, scale, bias, residual, eps, relu)[0]
-
-
-def _bn_train_fwd(
-    x: jax.Array,
-    scale: jax.Array,
-    bias: jax.Array,
-    residual: jax.Array | None,
-    eps: float,
-    relu: bool,
-) -> tuple[Any, Any]:
-    sharded = _batch_axes(x.shape[0]) is not None
-    add = residual is not None
-    if not sharded:
-        c = x.shape[-1]
-        out = (jax.ShapeDtypeStruct(x.shape, x.dtype), _stat(c), _stat(c))
-        args = (x, scale, bias, _placeholder(x, residual))
-        y, mean, var = _call("bn_train", out, *args, eps=np.float32(eps), relu=relu, add=add)
-    else:
-        # Statistics of the global batch: XLA splits the reductions over the mesh.
-        mean, var = _moments(x)
-        y = _bn_inference_call(x, scale, bias, mean, var, residual, eps, relu)
-    # The backward pass reads y only for the ReLU's mask.
-    return (y, mean, var), (x, y if relu else None, scale, mean, var, sharded, add)
-
-
-def _bn_train_bwd(eps: float, relu: bool, res: Any, g: Any) -> tuple[Any, ...]:
-    x, y, scale, mean, var, sharded, add = res
-    dy = g[0]  # the statistics only feed the running averages, outside the loss
-    if sharded:
-        dx, dscale, dbias, _, _, dres = _bn_backward_xla(
-            x, y, dy, scale, mean, var, eps, relu, train=True
-        )
-    else:
-        c = x.shape[-1]
-        shape = x.shape if add else (1,)
-        out = (
-            jax.ShapeDtypeStruct(x.shape, x.dtype),
-            _stat(c),
-            _stat(c),
-            jax.ShapeDtypeStruct(shape, x.dtype),
-        )
-        args = (x, dy, x if y is None else y, scale, mean, var)
-        dx, dscale, dbias, dres = _call(
-            "bn_backward", out, *args, eps=np.float32(eps), relu=relu, add=add
-        )
-    return dx, dscale, dbias, dres if add else None
-
-
-_bn_train.defvjp(_bn_train_fwd, _bn_train_bwd)
-
-
-@functools.partial(jax.custom_vjp, nondiff_argnums=(6, 7))
-def _bn_inference(
-    x: jax.Array,
-    scale: jax.Array,
-    bias: jax.Array,
-    mean: jax.Array,
-    var: jax.Array,
-    residual: jax.Array | None,
-    eps: float,
-    relu: bool,
-) -> jax.Array:
-    return _bn_inference_call(x, scale, bias, mean, var, residual, eps, relu)
-
-
-def _bn_inference_fwd(
-    x: jax.Array,
-    scale: jax.Array,
-    bias: jax.Array,
-    mean: jax.Array,
-    var: jax.Array,
-    residual: jax.Array | None,
-    eps: float,
-    relu: bool,
-) -> tuple[jax.Array, Any]:
-    y = _bn_inference_call(x, scale, bias, mean, var, residual, eps, relu)
-    return y, (x, y, scale, mean, var, residual is not None)
-
-
-def _bn_inference_bwd(eps: float, relu: bool, res: Any, dy: jax.Array) -> tuple[Any, ...]:
-    x, y, scale, mean, var, add = res
-    *grads, dres = _bn_backward_xla(x, y, dy, scale, mean, var, eps, relu, train=False)
-    return (*grads, dres if add else None)
-
-
-_bn_inference.defvjp(_bn_inference_fwd, _bn_inference_bwd)
-
-
-def _check_residual(x: jax.Array, residual: jax.Array | None, relu: bool) -> None:
-    if residual is None:
-        return
-    if not relu:
-        raise ValueError("a residual is fused only with relu=True; add it outside otherwise")
-    if residual.shape != x.shape or residual.dtype != x.dtype:
-        raise ValueError(
-            f"residual {residual.shape} {residual.dtype} does not match x {x.shape} {x.dtype}"
-        )
-
-
-def batch_norm(
-    x: jax.Array,
-    scale: jax.Array,
-    bias: jax.Array,
-    *,
-    epsilon: float,
-    relu: bool = False,
-    residual: jax.Array | None = None,
-) -> tuple[jax.Array, jax.Array, jax.Array]:
-    """Training-mode BatchNorm of NHWC `x`: (y, batch mean, biased batch variance).
-
-    y = bn(x), relu(bn(x)) with `relu`, relu(bn(x) + residual) with a `residual` as well.
-    """
-    _check_residual(x, residual, relu)
-    return _bn_train(x, scale, bias, residual, float(epsilon), relu)
-
-
-def batch_norm_inference(
-    x: jax.Array,
-    scale: jax.Array,
-    bias: jax.Array,
-    mean: jax.Array,
-    var: jax.Array,
-    *,
-    epsilon: float,
-    relu: bool = False,
-    residual: jax.Array | None = None,
-) -> jax.Array:
-    """BatchNorm of NHWC `x` with given statistics (the running averages); see `batch_norm`."""
-    _check_residual(x, residual, relu)
-    return _bn_inference(x, scale, bias, mean, var, residual, float(epsilon), relu)

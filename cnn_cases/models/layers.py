@@ -20,6 +20,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from cnn_cases.kernels import batch_norm as bn_kernels
 from cnn_cases.kernels import onednn
 
 # torchvision's BatchNorm: momentum 0.1 (flax: 0.9 for the running average), eps 1e-5.
@@ -79,9 +80,11 @@ class BatchNorm(nn.BatchNorm):
         fused = residual if relu and _same_type(residual, x) else None
         kwargs = {"epsilon": self.epsilon, "relu": relu, "residual": fused}
         if use_running_average:
-            y = onednn.batch_norm_inference(x, scale, bias, ra_mean.value, ra_var.value, **kwargs)
+            y = bn_kernels.batch_norm_inference(
+                x, scale, bias, ra_mean.value, ra_var.value, **kwargs
+            )
         else:
-            y, mean, var = onednn.batch_norm(x, scale, bias, **kwargs)
+            y, mean, var = bn_kernels.batch_norm(x, scale, bias, **kwargs)
             if not self.is_initializing():
                 ra_mean.value = self.momentum * ra_mean.value + (1 - self.momentum) * mean
                 ra_var.value = self.momentum * ra_var.value + (1 - self.momentum) * var
