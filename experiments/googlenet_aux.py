@@ -33,9 +33,9 @@ def get_config(preset: str = "cpu") -> ml_collections.ConfigDict:
         GoogLeNetCifar at 1/4 width (372,578 parameters at inference, 452,214 with the
         heads), aux loss weight 0.3. Cost: 2 x 64k steps; not measured on an accelerator here.
     cpu: 1/8 width, 500 steps of 128 (lr 0.1, /10 at 400, weight decay 5e-4) on cifar10, for
-        2 CPU cores. Measured on cifar10_jpeg, idle cores: with heads 42.8 % test error
-        (heads 48.8 % and 45.3 %), without 43.2 %; about 0.48 s per step, 9 minutes for the
-        command. Command:
+        2 CPU cores. Measured on cifar10_jpeg, idle cores: with heads 42.0 % test error
+        (heads 46.8 % and 43.8 %), without 42.9 %; about 0.31 s per step, 6.3 minutes for
+        the command. Command:
         python -m experiments.googlenet_aux --preset=cpu --dataset=cifar10_jpeg \\
             --data_dir=../shared/tfds --workdir=runs/googlenet_aux
     smoke: seconds; for tests and notebooks (1/16 width, modules (3a) and (4a) only with a
@@ -61,7 +61,7 @@ def get_config(preset: str = "cpu") -> ml_collections.ConfigDict:
         c.final_train_eval_examples = 5_000
         c.checkpoint_every = 100
         c.log_every = 50
-        c.expected_minutes = 9.0
+        c.expected_minutes = 6.5
     elif preset == "smoke":
         studies.smoke(c)
         c.width_multiplier = 0.0625

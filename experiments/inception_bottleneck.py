@@ -37,10 +37,10 @@ def get_config(preset: str = "cpu") -> ml_collections.ConfigDict:
         not measured on an accelerator here.
     cpu: the same comparison at 1/8 width and 700 steps of 128 (lr 0.1, /10 at 550, weight
         decay 5e-4) on cifar10, for 2 CPU cores. Measured on cifar10_jpeg, idle cores: naive
-        265,562 parameters, 23.8M multiply-adds, 29.29 % test error; bottleneck 31,534, 4.2M,
-        35.96 % (5.7x fewer multiply-adds, 6.7 points worse this early at this width); with
+        265,562 parameters, 23.8M multiply-adds, 28.32 % test error; bottleneck 31,534, 4.2M,
+        35.71 % (5.7x fewer multiply-adds, 7.4 points worse this early at this width); with
         --equal_macs, the bottleneck net at width 0.313: 189,927 parameters, 23.8M
-        multiply-adds, 29.44 %. 0.62 / 0.33 / 0.92 s per step; 12 minutes for two nets, 25
+        multiply-adds, 29.23 %. 0.39 / 0.20 / 0.62 s per step; 7.5 minutes for two nets, 16
         with the third. Command:
         python -m experiments.inception_bottleneck --preset=cpu --dataset=cifar10_jpeg \\
             --data_dir=../shared/tfds --workdir=runs/inception_bottleneck [--equal_macs]
@@ -67,7 +67,7 @@ def get_config(preset: str = "cpu") -> ml_collections.ConfigDict:
         c.final_train_eval_examples = 5_000
         c.checkpoint_every = 100
         c.log_every = 50
-        c.expected_minutes = 12.0
+        c.expected_minutes = 7.5
     elif preset == "smoke":
         studies.smoke(c)
         c.width_multiplier = 0.0625
