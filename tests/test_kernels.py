@@ -180,6 +180,20 @@ def test_batch_norm_equals_flax(train, act, add, dtype):
         assert _rel_norm(a, exact) <= max(1.25 * _rel_norm(b, exact), 1e-2)
 
 
+def test_a_residual_the_kernel_cannot_fuse_is_added_before_the_activation():
+    rng = np.random.default_rng(0)
+    x = jnp.asarray(rng.standard_normal((2, 4, 4, 8)), jnp.bfloat16)
+    residual = jnp.asarray(rng.standard_normal((2, 4, 4, 8)), jnp.float32)  # another dtype
+    outs = []
+    for kernels in ("onednn", "xla"):
+        bn = layers.norm_factory(False, kernels, dtype=jnp.bfloat16, act=nn.relu)()
+        variables = bn.init(jax.random.key(0), x)
+        outs.append(bn.apply(variables, x, residual=residual))
+    assert outs[0].dtype == outs[1].dtype == jnp.float32
+    assert np.min(np.asarray(outs[0])) == 0.0  # the ReLU came last
+    assert _rel_norm(outs[0], outs[1]) < 1e-2
+
+
 def test_vmap_over_the_kernels_is_a_loop_over_examples():
     rng = np.random.default_rng(0)
     xs = jnp.asarray(rng.standard_normal((3, 2, 8, 8, 4)), jnp.float32)

@@ -75,9 +75,10 @@ class BatchNorm(nn.BatchNorm):
         scale = self.param("scale", self.scale_init, (c,), self.param_dtype)
         bias = self.param("bias", self.bias_init, (c,), self.param_dtype)
         scale, bias = scale.astype(jnp.float32), bias.astype(jnp.float32)
-        # Fused: a ReLU, and a residual of x's shape and type before it.
-        relu = self.act in _RELUS
-        fused = residual if relu and _same_type(residual, x) else None
+        # Fused: a ReLU, and a residual of x's shape and type before it; any other residual
+        # is added, and the activation applied, outside.
+        relu = self.act in _RELUS and (residual is None or _same_type(residual, x))
+        fused = residual if relu else None
         kwargs = {"epsilon": self.epsilon, "relu": relu, "residual": fused}
         if use_running_average:
             y = bn_kernels.batch_norm_inference(
