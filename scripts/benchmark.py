@@ -275,7 +275,7 @@ def benchmark(args: argparse.Namespace) -> dict[str, Any]:
         "dtype": args.dtype,
         "scan": args.scan,
         "kernels": args.kernels,
-        "onednn": jb.model.kernels != "xla" and onednn.use_onednn(jb.model.kernels),
+        "onednn": onednn.use_onednn(jb.model.kernels),
         "width": args.width,
         "params": int(sum(x.size for x in jax.tree_util.tree_leaves(jb.state.params))),
         "macs_per_image": int(macs),
