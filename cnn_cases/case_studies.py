@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from cnn_cases import costs, lecture, models
+from cnn_cases import costs, models, tables
 
 
 def _fmt_diff(ours: int, published: int | None, rng: tuple[int, int] | None) -> str:
@@ -23,7 +23,7 @@ def _si(n: float) -> str:
 def summary_table() -> str:
     """One row per registry model: input, parameters, multiply-adds, published figures."""
     header = ("model", "input", "params", "published", "diff", "mult-adds", "published", "diff %")
-    rows = [header]
+    rows = []
     for name, entry in models.MODELS.items():
         cost = costs.model_cost(models.get_model(name), entry.input_shape)
         if entry.published_params is not None:
@@ -50,26 +50,17 @@ def summary_table() -> str:
                 diff_m,
             )
         )
-    widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
-    align = ["<", "<", ">", ">", ">", ">", ">", ">"]
-    lines = [
-        "  ".join(f"{c:{a}{w}}" for c, a, w in zip(r, align, widths, strict=True)) for r in rows
-    ]
-    lines.insert(1, "-" * len(lines[0]))
+    table = tables.format_table(header, rows, align="<<>>>>>>")
     note = (
         "params: entries of the `params` collection (BN scale/bias included, running\n"
         "statistics not). mult-adds: per image, convs and dense layers, padding included\n"
         "(torchvision's 'GFLOPS' count these); published figures have 3-4 significant digits.\n"
         "GoogLeNet: the paper gives ~6.8M parameters and ~1.5G mult-adds, rounded."
     )
-    return "\n".join([*lines, "", note])
+    return f"{table}\n\n{note}"
 
 
 def layer_table(name: str, *, train: bool = False, max_rows: int | None = None) -> str:
     """Per-layer table of registry model `name` at its default input."""
     cost = costs.model_cost(models.get_model(name), models.input_shape(name), train=train)
     return f"{name}\n{cost.table(max_rows=max_rows)}"
-
-
-def lecture_report() -> str:
-    return lecture.report()

@@ -1,13 +1,22 @@
-"""What every launcher does: pick a preset, apply overrides, say what will run."""
+"""A study's config from its presets and `--config.KEY=VALUE` overrides (ml_collections'
+`config_flags`, as flax's examples use), and the line that announces a run.
+
+Launchers define the flag on absl's FLAGS (`experiments/common.py`); notebooks and tests call
+`parse_config`, which parses the same flags on a private `FlagValues`.
+"""
 
 from __future__ import annotations
 
-import ast
-from collections.abc import Sequence
-from typing import Any
+import difflib
+from collections.abc import Callable, Sequence
+from types import ModuleType
 
 import jax
 import ml_collections
+from absl import flags
+from ml_collections import config_flags
+
+ACCELERATOR_PRESET = "full"  # the full-scale preset of every study, for a GPU or TPU
 
 
 def backend() -> str:
@@ -15,49 +24,106 @@ def backend() -> str:
     return jax.default_backend()
 
 
-def choose_preset(preset: str | None, *, accelerator: str, cpu: str) -> str:
-    """`preset` if given; otherwise `cpu` on a CPU backend and `accelerator` on GPU/TPU."""
-    if preset:
-        return preset
-    return cpu if backend() == "cpu" else accelerator
+def backend_preset() -> str:
+    """`cpu` on a CPU backend, `full` on a GPU or TPU."""
+    return "cpu" if backend() == "cpu" else ACCELERATOR_PRESET
 
 
-def _parse_value(text: str) -> Any:
-    try:
-        return ast.literal_eval(text)
-    except (ValueError, SyntaxError):
-        return text  # a bare string such as train[:45000]
+def resolve_preset(
+    config_flag: flags.Flag, get_config: Callable[..., ml_collections.ConfigDict]
+) -> tuple[ml_collections.ConfigDict, bool]:
+    """The flag's config, and whether its preset was chosen here for the backend.
+
+    A config file given without a preset (`--config=FILE`, the launchers' default) yields the
+    cpu preset's keys with `preset=""`; the backend is known only once `jax.distributed` is set
+    up, so the preset is chosen now and the command line's overrides are applied to it again.
+    """
+    config = config_flag.value
+    if config.preset:
+        return config, False
+    resolved = get_config(backend_preset())
+    resolved.update_from_flattened_dict(config_flags.get_override_values(config_flag))
+    resolved.lock()
+    return resolved, True
 
 
-def apply_overrides(
-    config: ml_collections.ConfigDict, *, sets: Sequence[str] = (), **values: Any
+def define_config_flag(
+    config_file: str, flag_values: flags.FlagValues, sys_argv: Sequence[str] | None = None
+) -> flags.FlagHolder:
+    """`--config=FILE[:PRESET]` (FILE's `get_config(PRESET)`), overridable by `--config.KEY=V`."""
+    return config_flags.DEFINE_config_file(
+        "config",
+        config_file,
+        "The config: a file with get_config(preset), e.g. experiments/resnet_depth.py:cpu; "
+        "override any key with --config.KEY=VALUE.",
+        flag_values=flag_values,
+        lock_config=True,
+        sys_argv=list(sys_argv) if sys_argv is not None else None,
+    )
+
+
+def parse_config(
+    study: ModuleType, preset: str = "", overrides: Sequence[str] = ()
 ) -> ml_collections.ConfigDict:
-    """Sets `values` that are not None, then each KEY=VALUE of `sets` (dotted keys allowed)."""
-    for key, value in values.items():
-        if value is not None:
-            config[key] = value
-    for item in sets:
-        if "=" not in item:
-            raise ValueError(f"override {item!r} is not KEY=VALUE")
-        key, text = item.split("=", 1)
-        node = config
-        *parents, leaf = key.strip().split(".")
-        for p in parents:
-            node = node[p]
-        if leaf not in node:
-            raise ValueError(f"unknown config key {key!r}; valid keys: {', '.join(sorted(node))}")
-        value = _parse_value(text)
-        if isinstance(node[leaf], tuple) and isinstance(value, int | float):
-            value = (value,)
-        node[leaf] = tuple(value) if isinstance(value, list) else value
-    return config
+    """The config a launcher builds from `--config=STUDY:PRESET` and `overrides`.
+
+    `overrides` are the launcher's flags, e.g. ["--config.num_steps=500", "--config.seed=1"];
+    values are typed by the config (a string for an int key is a one-line error). An empty
+    `preset` follows the backend, as the launchers do.
+    """
+    argv = ["parse_config", *overrides]
+    fv = flags.FlagValues()
+    try:
+        define_config_flag(f"{study.__file__}:{preset}" if preset else study.__file__, fv, argv)
+        fv(argv)
+    except (flags.Error, AttributeError, KeyError) as e:
+        raise ValueError(config_error(e, study.get_config, argv)) from None
+    return resolve_preset(fv["config"], study.get_config)[0]
 
 
-def announce(preset: str, automatic: bool, expected_minutes: float, workdir: str) -> None:
+def config_error(
+    e: Exception,
+    get_config: Callable[..., ml_collections.ConfigDict],
+    argv: Sequence[str],
+) -> str:
+    """One line for a bad --config flag; an unknown key is named, with the valid ones."""
+    if isinstance(e, AttributeError | KeyError):
+        config = get_config()
+        for arg in argv:
+            if not arg.startswith("--config."):
+                continue
+            path = arg.removeprefix("--config.").split("=", 1)[0]
+            node, parts = config, path.split(".")
+            for part in parts:
+                if not isinstance(node, ml_collections.ConfigDict) or part not in node:
+                    near = difflib.get_close_matches(part, list(node))
+                    hint = f" (did you mean {near[0]!r}?)" if near else ""
+                    return f"unknown config key {path!r}{hint}; valid keys: " + ", ".join(
+                        sorted(node)
+                    )
+                node = node[part]
+    lines = [line for line in str(e).splitlines() if line.strip()]
+    if len(lines) > 1 and lines[1].startswith("Traceback"):  # get_config raised: say what
+        flag = lines[0].removesuffix("Error whilst parsing config file:").strip()
+        return f"{flag} {lines[-1].split(': ', 1)[-1]}"
+    return lines[0] if lines else repr(e)
+
+
+def announce(
+    preset: str,
+    automatic: bool,
+    expected_minutes: float,
+    workdir: str,
+    launcher: str = "LAUNCHER",
+) -> None:
     """One line before a run: which preset (and why), its expected time, where output goes."""
     if jax.process_index() != 0:
         return
-    why = f" (chosen for the {backend()} backend; --preset to change)" if automatic else ""
+    why = (
+        f" (chosen for the {backend()} backend; --config={launcher}:PRESET to change)"
+        if automatic
+        else ""
+    )
     print(
         f"preset {preset}{why}; expected time about {expected_minutes:g} minutes on "
         f"{'a 2-core CPU' if backend() == 'cpu' else 'one ' + backend().upper()}; "

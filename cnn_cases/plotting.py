@@ -11,89 +11,32 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
-
-def depth_figure(
-    curves: Mapping[str, Sequence[Mapping[str, float]]],
-    info: Mapping[str, Mapping[str, Any]],
-    path: str,
-    *,
-    title: str = "",
-) -> None:
-    """He et al. Figure 6 style: plain nets left, ResNets right; train dashed, test solid."""
-    depths = sorted({int(v["depth"]) for v in info.values()})
-    cmap = plt.get_cmap("viridis")
-    colour = {d: cmap(i / max(len(depths) - 1, 1) * 0.85) for i, d in enumerate(depths)}
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True)
-    for ax, residual in zip(axes, (False, True), strict=True):
-        for name, meta in sorted(info.items(), key=lambda kv: kv[1]["depth"]):
-            if bool(meta["residual"]) != residual:
-                continue
-            rows = curves.get(name, [])
-            steps = [r["step"] for r in rows]
-            c = colour[int(meta["depth"])]
-            ax.plot(steps, [100 * r["train_error"] for r in rows], "--", color=c, lw=1.5)
-            ax.plot(
-                steps, [100 * r["test_error"] for r in rows], "-", color=c, lw=2, label=f"{name}"
-            )
-        ax.set_title("ResNets" if residual else "plain nets")
-        ax.set_xlabel("iterations")
-        ax.grid(alpha=0.3)
-        ax.legend(title="solid: test, dashed: train", fontsize=8, title_fontsize=8)
-    axes[0].set_ylabel("error (%)")
-    if title:
-        fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-
-
-def curves_figure(
-    curves: Mapping[str, Sequence[Mapping[str, float]]],
-    path: str,
-    *,
-    keys: Sequence[tuple[str, str]] = (("train_error", "--"), ("test_error", "-")),
-    title: str = "",
-    ylabel: str = "error (%)",
-) -> None:
-    """One line per run and key (e.g. train dashed, test solid) against steps."""
-    fig, ax = plt.subplots(figsize=(6.5, 4.2))
-    cmap = plt.get_cmap("tab10")
-    for i, (name, rows) in enumerate(curves.items()):
-        steps = [r["step"] for r in rows]
-        for key, style in keys:
-            if rows and key in rows[0]:
-                ax.plot(
-                    steps,
-                    [100 * r[key] for r in rows],
-                    style,
-                    color=cmap(i % 10),
-                    label=f"{name} {key.replace('_', ' ')}",
-                )
-    ax.set_xlabel("iterations")
-    ax.set_ylabel(ylabel)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    if title:
-        ax.set_title(title, fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-
-
 CurveKeys = Sequence[tuple[str, str, str]]  # (key in a curve row, line style, label)
 
 
+def _colours(n: int, colormap: str) -> list[Any]:
+    """`n` colours: tab10's in turn, or evenly spaced along a sequential map (e.g. viridis)."""
+    cmap = plt.get_cmap(colormap)
+    if colormap == "tab10":
+        return [cmap(i % 10) for i in range(n)]
+    return [cmap(0.85 * i / max(n - 1, 1)) for i in range(n)]
+
+
 def plot_curves(
-    ax: Any, curves: Mapping[str, Sequence[Mapping[str, float]]], keys: CurveKeys
+    ax: Any,
+    curves: Mapping[str, Sequence[Mapping[str, float]]],
+    keys: CurveKeys,
+    *,
+    colormap: str = "tab10",
 ) -> None:
     """On `ax`: one colour per run, one line style per key, errors in % against steps."""
-    cmap = plt.get_cmap("tab10")
-    for i, (name, rows) in enumerate(curves.items()):
+    colours = _colours(len(curves), colormap)
+    for colour, (name, rows) in zip(colours, curves.items(), strict=True):
         for key, style, label in keys:
             pts = [(r["step"], 100 * r[key]) for r in rows if key in r]
             if pts:
                 xs, ys = zip(*pts, strict=True)
-                ax.plot(xs, ys, style, color=cmap(i % 10), marker=".", label=f"{name} {label}")
+                ax.plot(xs, ys, style, color=colour, marker=".", label=f"{name} {label}")
     ax.set_xlabel("iterations")
     ax.set_ylabel("error (%)")
     ax.grid(alpha=0.3)
@@ -106,11 +49,15 @@ def panels_figure(
     *,
     title: str = "",
     log_y: bool = False,
+    colormap: str = "tab10",
+    share_y: bool = False,
 ) -> None:
     """Side-by-side panels of `plot_curves`, each given as (panel title, curves, keys)."""
-    fig, axes = plt.subplots(1, len(panels), figsize=(5.8 * len(panels), 4.2), squeeze=False)
+    fig, axes = plt.subplots(
+        1, len(panels), figsize=(5.8 * len(panels), 4.2), squeeze=False, sharey=share_y
+    )
     for ax, (panel_title, curves, keys) in zip(axes[0], panels, strict=True):
-        plot_curves(ax, curves, keys)
+        plot_curves(ax, curves, keys, colormap=colormap)
         ax.set_title(panel_title, fontsize=10)
         if log_y:
             ax.set_yscale("log")

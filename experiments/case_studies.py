@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 from absl import app, flags
 
-from cnn_cases import case_studies
+from cnn_cases import case_studies, lecture
 from experiments import common
 
 _MODEL = flags.DEFINE_string("model", None, "Print this model's per-layer table.")
@@ -29,7 +29,7 @@ def main(argv: Sequence[str]) -> None:
     else:
         print(case_studies.summary_table())
         print()
-        print(case_studies.lecture_report())
+        print(lecture.report())
 
 
 if __name__ == "__main__":

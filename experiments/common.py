@@ -1,12 +1,13 @@
-"""Flags shared by the launchers: multi-host set-up."""
+"""What every launcher does: flags, multi-host set-up, one-line errors, and a study's run."""
 
 from __future__ import annotations
 
 import os
 import sys
 from collections.abc import Callable, Sequence
-from typing import Any
+from types import ModuleType
 
+import jax
 import ml_collections
 from absl import app, flags, logging
 
@@ -34,13 +35,15 @@ def quiet_logs() -> None:
         logging.set_verbosity(logging.WARNING)
 
 
-def setup() -> bool:
-    """What every launcher does first: quiet logs, multi-host initialisation."""
-    quiet_logs()
-    return initialize_distributed()
+def _fail(message: str) -> None:
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(1)
 
 
-def run(main: Callable[[Sequence[str]], None]) -> None:
+def run(
+    main: Callable[[Sequence[str]], None],
+    flags_parser: Callable[[Sequence[str]], Sequence[str]] | None = None,
+) -> None:
     """`app.run(main)`, with bad input reported as one line (set CNN_CASES_TRACEBACK=1 for more)."""
 
     def wrapped(argv: Sequence[str]) -> None:
@@ -49,47 +52,61 @@ def run(main: Callable[[Sequence[str]], None]) -> None:
         except (ValueError, train.NonFiniteLossError) as e:
             if os.environ.get("CNN_CASES_TRACEBACK"):
                 raise
-            print(f"error: {e}", file=sys.stderr)
-            sys.exit(1)
+            _fail(str(e))
 
-    app.run(wrapped)
-
-
-def define_flags(presets: Sequence[str], workdir: str, dataset_help: str) -> None:
-    """The flags every launcher has. Defined when the launcher runs as a program, so that
-    launchers (and their `get_config`) can be imported side by side in one process."""
-    flags.DEFINE_enum("preset", None, presets, "Default: cpu on a CPU backend, else the full run.")
-    flags.DEFINE_string("workdir", workdir, "Where results and checkpoints go.")
-    flags.DEFINE_string("dataset", None, dataset_help)
-    flags.DEFINE_string("data_dir", None, "TFDS data_dir (default: TFDS_DATA_DIR).")
-    flags.DEFINE_integer("seed", None, "Random seed (data order, init, augmentation).")
-    flags.DEFINE_multi_string("set", [], "Config override KEY=VALUE, e.g. --set=num_steps=500.")
+    if flags_parser is None:
+        app.run(wrapped)
+    else:
+        app.run(wrapped, flags_parser=flags_parser)
 
 
-def prepare(
-    argv: Sequence[str],
-    get_config: Callable[[str], ml_collections.ConfigDict],
-    *,
-    accelerator: str,
-    **overrides: Any,
-) -> ml_collections.ConfigDict:
-    """The start of every launcher's main: set-up, preset, config with the flags applied.
+def define_flags(
+    launcher_file: str,
+    get_config: Callable[..., ml_collections.ConfigDict],
+    workdir: str,
+) -> tuple[flags.FlagHolder, Callable[[Sequence[str]], Sequence[str]]]:
+    """`--config=LAUNCHER[:PRESET]` with `--config.KEY=VALUE` overrides, and `--workdir`.
 
-    `overrides` are launcher-specific flag values (None: not given).
+    Returns the workdir flag and the flags parser for `run`: a bad --config flag is one line.
     """
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-    setup()
-    f = flags.FLAGS
-    preset = launch.choose_preset(f.preset, accelerator=accelerator, cpu="cpu")
-    config = get_config(preset)
-    launch.apply_overrides(
-        config, dataset=f.dataset, data_dir=f.data_dir, seed=f.seed, sets=f.set, **overrides
-    )
-    return config
+    try:  # the default is parsed (with the command line's overrides) right here
+        launch.define_config_flag(launcher_file, flags.FLAGS)
+    except (flags.Error, AttributeError, KeyError) as e:
+        _fail(launch.config_error(e, get_config, sys.argv))
+    workdir_flag = flags.DEFINE_string("workdir", workdir, "Results and checkpoints.")
+
+    def parse(argv: Sequence[str]) -> Sequence[str]:
+        try:
+            return flags.FLAGS(argv)
+        except (flags.Error, AttributeError, KeyError) as e:
+            _fail(launch.config_error(e, get_config, sys.argv))
+            raise  # unreachable: _fail exits
+
+    return workdir_flag, parse
 
 
-def announce(config: ml_collections.ConfigDict) -> None:
-    """Says which preset runs (and why), how long it should take and where output goes."""
-    f = flags.FLAGS
-    launch.announce(config.preset, f.preset is None, config.expected_minutes, f.workdir)
+def main(study: ModuleType, launcher_file: str) -> None:
+    """The whole program of a study's launcher.
+
+    Flags: `--config=LAUNCHER[:PRESET]` (default: this launcher, preset chosen by the backend)
+    with `--config.KEY=VALUE` overrides, `--workdir`, and the multi-host flags above.
+    """
+    workdir, parse = define_flags(launcher_file, study.get_config, f"runs/{study.NAME}")
+
+    def study_main(argv: Sequence[str]) -> None:
+        if len(argv) > 1:
+            raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+        quiet_logs()
+        initialize_distributed()
+        config, automatic = launch.resolve_preset(flags.FLAGS["config"], study.get_config)
+        study.validate(config)  # fail before any training
+        minutes = getattr(study, "expected_minutes", lambda c: c.expected_minutes)(config)
+        launcher = os.path.relpath(launcher_file)
+        launch.announce(config.preset, automatic, minutes, workdir.value, launcher)
+        results = study.run(config, workdir.value)
+        if results is not None and jax.process_index() == 0:
+            print()
+            print(study.summary(results, workdir.value))
+            print(f"wrote results.json, curves.csv, {study.NAME}.png to {workdir.value}")
+
+    run(study_main, flags_parser=parse)

@@ -6,39 +6,39 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
-from cnn_cases import data
+from cnn_cases import input_pipeline, splits
 
 
-def _split(n: int = 50, hw: tuple[int, int] = (8, 8), c: int = 3, seed: int = 0) -> data.Split:
+def _split(n: int = 50, hw: tuple[int, int] = (8, 8), c: int = 3, seed: int = 0) -> splits.Split:
     """Random images; label i marks example i so batches reveal which examples they hold."""
     rng = np.random.default_rng(seed)
     images = rng.integers(0, 256, size=(n, *hw, c), dtype=np.uint8)
-    return data.Split(images=images, labels=np.arange(n, dtype=np.int32), num_classes=n)
+    return splits.Split(images=images, labels=np.arange(n, dtype=np.int32), num_classes=n)
 
 
-def _pipeline(split: data.Split, **kw) -> data.Pipeline:
-    args = dict(global_batch_size=8, seed=3, augment=True, mean=data.per_pixel_mean(split.images))
+def _pipeline(split: splits.Split, **kw) -> input_pipeline.Pipeline:
+    args = dict(global_batch_size=8, seed=3, augment=True, mean=splits.per_pixel_mean(split.images))
     args.update(kw)
-    return data.Pipeline(split, **args)
+    return input_pipeline.Pipeline(split, **args)
 
 
-def _normalised(split: data.Split, mean: np.ndarray | None) -> np.ndarray:
+def _normalised(split: splits.Split, mean: np.ndarray | None) -> np.ndarray:
     x = split.images.astype(np.float32) / 255
     return x if mean is None else x - mean
 
 
 def test_split_validates_and_casts_labels():
-    s = data.Split(np.zeros((3, 2, 2, 1), np.uint8), np.array([0, 1, 2], np.int64), 3)
+    s = splits.Split(np.zeros((3, 2, 2, 1), np.uint8), np.array([0, 1, 2], np.int64), 3)
     assert s.labels.dtype == np.int32 and len(s) == 3
     with pytest.raises(ValueError):
-        data.Split(np.zeros((3, 2, 2), np.uint8), np.zeros(3, np.int32), 3)
+        splits.Split(np.zeros((3, 2, 2), np.uint8), np.zeros(3, np.int32), 3)
     with pytest.raises(ValueError):
-        data.Split(np.zeros((3, 2, 2, 1), np.uint8), np.zeros(4, np.int32), 3)
+        splits.Split(np.zeros((3, 2, 2, 1), np.uint8), np.zeros(4, np.int32), 3)
 
 
 def test_per_pixel_mean():
     s = _split()
-    mean = data.per_pixel_mean(s.images)
+    mean = splits.per_pixel_mean(s.images)
     assert mean.dtype == np.float32 and mean.shape == (8, 8, 3)
     np.testing.assert_allclose(mean, s.images.mean(axis=0) / 255, rtol=1e-6)
 
@@ -83,7 +83,7 @@ def test_epochs_cover_each_example_once_and_drop_remainder():
 
 def test_no_augment_is_normalised_images():
     s = _split()
-    mean = data.per_pixel_mean(s.images)
+    mean = splits.per_pixel_mean(s.images)
     x, y = _pipeline(s, augment=False).batch(2)
     np.testing.assert_allclose(x, _normalised(s, mean)[y], atol=1e-6)
     x, y = _pipeline(s, augment=False, mean=None).batch(2)
@@ -105,7 +105,7 @@ def _candidates(image: np.ndarray, pad: int) -> np.ndarray:
 
 def test_augmentation_is_a_crop_of_the_zero_padded_image_or_its_flip():
     s = _split(n=64)
-    mean = data.per_pixel_mean(s.images)
+    mean = splits.per_pixel_mean(s.images)
     ref = _normalised(s, mean)
     p = _pipeline(s, global_batch_size=32, crop_padding=2)
     offsets, flips = set(), set()
@@ -135,9 +135,9 @@ def test_flip_false_never_flips():
 
 def test_pad_to_centres_28_in_32():
     s = _split(n=10, hw=(28, 28), c=1)
-    mean = data.per_pixel_mean(s.images)
-    assert data.image_shape(s) == (28, 28, 1)
-    assert data.image_shape(s, pad_to=32) == (32, 32, 1)
+    mean = splits.per_pixel_mean(s.images)
+    assert splits.image_shape(s) == (28, 28, 1)
+    assert splits.image_shape(s, pad_to=32) == (32, 32, 1)
     x, y = _pipeline(s, global_batch_size=5, augment=False, mean=mean, pad_to=32).batch(0)
     assert x.shape == (5, 32, 32, 1)
     np.testing.assert_allclose(x[:, 2:30, 2:30], _normalised(s, mean)[y], atol=1e-6)
@@ -147,7 +147,7 @@ def test_pad_to_centres_28_in_32():
     xa, _ = _pipeline(s, global_batch_size=5, mean=mean, pad_to=32).batch(0)
     assert xa.shape == (5, 32, 32, 1)
     with pytest.raises(ValueError):
-        data.image_shape(s, pad_to=20)
+        splits.image_shape(s, pad_to=20)
 
 
 @pytest.mark.parametrize("augment", [False, True])
@@ -216,9 +216,9 @@ def test_iterate_stops_its_thread_when_closed_early():
 
 def test_eval_batches_pad_the_last_batch_with_a_mask():
     s = _split(n=23)
-    mean = data.per_pixel_mean(s.images)
-    batches = list(data.eval_batches(s, batch_size=8, mean=mean))
-    assert len(batches) == data.num_eval_batches(23, 8) == 3
+    mean = splits.per_pixel_mean(s.images)
+    batches = list(input_pipeline.eval_batches(s, batch_size=8, mean=mean))
+    assert len(batches) == input_pipeline.num_eval_batches(23, 8) == 3
     images = np.concatenate([b[0] for b in batches])
     labels = np.concatenate([b[1] for b in batches])
     mask = np.concatenate([b[2] for b in batches])
@@ -228,12 +228,16 @@ def test_eval_batches_pad_the_last_batch_with_a_mask():
     np.testing.assert_allclose(images[:23], _normalised(s, mean), atol=1e-6)
     assert np.all(images[23] == 0) and labels[23] == 0
 
-    limited = list(data.eval_batches(s, batch_size=8, mean=None, limit=10, pad_to=12))
+    limited = list(input_pipeline.eval_batches(s, batch_size=8, mean=None, limit=10, pad_to=12))
     assert [b[2].sum() for b in limited] == [8.0, 2.0]
     assert limited[0][0].shape == (8, 12, 12, 3)
 
     parts = [
-        list(data.eval_batches(s, batch_size=8, mean=mean, process_index=i, process_count=2))
+        list(
+            input_pipeline.eval_batches(
+                s, batch_size=8, mean=mean, process_index=i, process_count=2
+            )
+        )
         for i in (0, 1)
     ]
     for k, (x, y, m) in enumerate(batches):
@@ -243,8 +247,8 @@ def test_eval_batches_pad_the_last_batch_with_a_mask():
 
 
 def test_missing_dataset_raises_one_line_error(tmp_path):
-    with pytest.raises(data.DatasetNotFoundError) as info:
-        data.load_split("mnist", "train", data_dir=str(tmp_path), download=False)
+    with pytest.raises(splits.DatasetNotFoundError) as info:
+        splits.load_split("mnist", "train", data_dir=str(tmp_path), download=False)
     msg = str(info.value)
     assert "\n" not in msg
     assert "mnist" in msg and str(tmp_path) in msg and "TFDS_DATA_DIR" in msg
@@ -257,8 +261,8 @@ def test_failed_download_raises_one_line_error(tmp_path, monkeypatch):
         raise OSError("Max retries exceeded\nsecond line")
 
     monkeypatch.setattr(tfds.core.DatasetBuilder, "download_and_prepare", fail)
-    with pytest.raises(data.DatasetNotFoundError) as info:
-        data.load_split("mnist", "test", data_dir=str(tmp_path))
+    with pytest.raises(splits.DatasetNotFoundError) as info:
+        splits.load_split("mnist", "test", data_dir=str(tmp_path))
     msg = str(info.value)
     assert "\n" not in msg and "mnist" in msg and str(tmp_path) in msg
     assert "Max retries exceeded" in msg and isinstance(info.value.__cause__, OSError)
@@ -267,64 +271,28 @@ def test_failed_download_raises_one_line_error(tmp_path, monkeypatch):
 def test_unknown_dataset_raises_one_line_error(tmp_path):
     # cifar10_jpeg has no registered builder: it exists only as prepared files in a data dir.
     for name in ("cifar10_jpeg", "no_such_dataset_xyz"):
-        with pytest.raises(data.DatasetNotFoundError) as info:
-            data.load_split(name, "train", data_dir=str(tmp_path), download=False)
+        with pytest.raises(splits.DatasetNotFoundError) as info:
+            splits.load_split(name, "train", data_dir=str(tmp_path), download=False)
         msg = str(info.value)
         assert "\n" not in msg and name in msg and str(tmp_path) in msg
 
 
 def test_load_split_under_mock_data():
-    data.clear_cache()
+    splits.clear_cache()
     try:
         with tfds.testing.mock_data(num_examples=20):
-            split = data.load_split("cifar10", "train")
-            again = data.load_split("cifar10", "train")
+            split = splits.load_split("cifar10", "train")
+            again = splits.load_split("cifar10", "train")
         assert again is split  # decoded once, then cached
         assert split.images.shape == (20, 32, 32, 3) and split.images.dtype == np.uint8
         assert split.labels.shape == (20,) and split.labels.dtype == np.int32
         assert split.num_classes == 10
         assert split.labels.min() >= 0 and split.labels.max() < 10
         assert not split.images.flags.writeable
-        mean = data.per_pixel_mean(split.images)
-        x, y = data.Pipeline(split, global_batch_size=8, seed=0, augment=True, mean=mean).batch(0)
+        mean = splits.per_pixel_mean(split.images)
+        x, y = input_pipeline.Pipeline(
+            split, global_batch_size=8, seed=0, augment=True, mean=mean
+        ).batch(0)
         assert x.shape == (8, 32, 32, 3) and y.shape == (8,)
     finally:
-        data.clear_cache()
-
-
-def test_streaming_pipeline_shapes_under_mock_data():
-    with tfds.testing.mock_data(num_examples=6):
-        train = data.streaming_pipeline(
-            "imagenet2012",
-            "train",
-            data_dir=None,
-            global_batch_size=4,
-            image_size=24,
-            seed=0,
-            train=True,
-            download=True,
-            process_index=0,
-            process_count=2,
-        )
-        x, y = next(train)
-        assert x.shape == (2, 24, 24, 3) and x.dtype == np.float32
-        assert y.shape == (2,) and y.dtype == np.int32
-        evals = list(
-            data.streaming_pipeline(
-                "imagenet2012",
-                "validation",
-                data_dir=None,
-                global_batch_size=8,
-                image_size=24,
-                seed=0,
-                train=False,
-                download=True,
-                process_index=0,
-                process_count=1,
-            )
-        )
-    assert len(evals) == 1
-    x, y, m = evals[0]
-    assert x.shape == (8, 24, 24, 3) and y.shape == (8,)
-    np.testing.assert_array_equal(m, [1] * 6 + [0] * 2)
-    assert np.all(np.isfinite(x))
+        splits.clear_cache()

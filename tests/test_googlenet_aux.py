@@ -1,4 +1,4 @@
-"""`python -m experiments.googlenet_aux`: heads only in training, presets, a real short run."""
+"""The googlenet_aux study: heads only in training, presets, a real short run."""
 
 import csv
 import json
@@ -8,15 +8,15 @@ import jax
 import jax.numpy as jnp
 import pytest
 
-from cnn_cases import costs, models, studies, train
-from experiments import googlenet_aux
+from cnn_cases import costs, models
+from cnn_cases.studies import googlenet_aux
 
 
 @pytest.mark.parametrize("preset", googlenet_aux.PRESETS)
 def test_presets_are_complete(preset):
     c = googlenet_aux.get_config(preset)
     assert c.preset == preset and c.expected_minutes > 0 and c.aux_loss_weight == 0.3
-    configs = studies.aux_variant_configs(c)
+    configs = googlenet_aux.variant_configs(c)
     assert configs["with_aux"].model == configs["without_aux"].model == "googlenet_cifar"
     assert "aux_logits" not in configs["with_aux"].model_kwargs  # the default: heads on
     assert configs["without_aux"].model_kwargs.aux_logits is False
@@ -25,14 +25,14 @@ def test_presets_are_complete(preset):
 def test_without_by_zero_weight_and_bad_settings():
     c = googlenet_aux.get_config("smoke")
     c.without = "zero_weight"
-    w = studies.aux_variant_configs(c)["without_aux"]
+    w = googlenet_aux.variant_configs(c)["without_aux"]
     assert w.aux_loss_weight == 0.0 and w.model_kwargs.aux_logits is True
     c.without = "drop"
     with pytest.raises(ValueError, match="without='drop'"):
-        studies.aux_variant_configs(c)
+        googlenet_aux.variant_configs(c)
     c.without, c.aux_loss_weight = "no_heads", 0.0
     with pytest.raises(ValueError, match="aux_loss_weight must be > 0"):
-        studies.aux_variant_configs(c)
+        googlenet_aux.variant_configs(c)
 
 
 def test_aux_heads_exist_only_in_training():
@@ -50,15 +50,15 @@ def test_aux_heads_exist_only_in_training():
     assert costs.count_params(model, (32, 32, 3), train=False) < costs.count_params(
         model, (32, 32, 3), train=True
     )
-    assert train.has_aux_heads(model)
-    assert not train.has_aux_heads(models.get_model("googlenet_cifar", aux_logits=False))
+    assert models.has_aux_heads(model)
+    assert not models.has_aux_heads(models.get_model("googlenet_cifar", aux_logits=False))
 
 
 def test_smoke_run_writes_every_file(tmp_path):
     config = googlenet_aux.get_config("smoke")
     config.dataset = "synthetic"
     workdir = str(tmp_path / "run")
-    results = studies.run_aux(config, workdir)
+    results = googlenet_aux.run(config, workdir)
     with open(os.path.join(workdir, "results.json")) as f:
         assert json.load(f) == results
     w, wo = results["with_aux"], results["without_aux"]
@@ -82,5 +82,7 @@ def test_smoke_run_writes_every_file(tmp_path):
         assert (r["aux1_test_error"] != "") == (r["variant"] == "with_aux")
     with open(os.path.join(workdir, "googlenet_aux.png"), "rb") as f:
         assert f.read(8) == b"\x89PNG\r\n\x1a\n"
-    text = studies.aux_curve_text({"with_aux": studies.read_curves(workdir, "with_aux")})
-    assert text.count("\n") == len(studies.read_curves(workdir, "with_aux"))
+    evals = len([r for r in rows if r["variant"] == "with_aux"])
+    text = googlenet_aux.summary(results, workdir)
+    assert text.split("\n\n")[0].count("%") == 3 * evals  # main, aux1, aux2 per evaluation
+    assert "without_aux" in text.split("\n\n")[1]

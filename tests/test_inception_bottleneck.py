@@ -1,4 +1,4 @@
-"""`python -m experiments.inception_bottleneck`: module arithmetic, presets, a real short run."""
+"""The inception_bottleneck study: module arithmetic, presets, a real short run."""
 
 import csv
 import json
@@ -6,15 +6,14 @@ import os
 
 import pytest
 
-from cnn_cases import studies
-from experiments import inception_bottleneck
+from cnn_cases.studies import inception_bottleneck
 
 
 @pytest.mark.parametrize("preset", inception_bottleneck.PRESETS)
 def test_presets_are_complete(preset):
     c = inception_bottleneck.get_config(preset)
     assert c.preset == preset and c.expected_minutes > 0 and c.width_multiplier > 0
-    configs = studies.inception_variant_configs(c)
+    configs = inception_bottleneck.variant_configs(c)
     assert set(configs) == {"naive", "bottleneck"}
     # The same recipe for both: only the modules differ.
     a, b = (configs[v].to_dict() for v in ("naive", "bottleneck"))
@@ -36,7 +35,7 @@ def test_unknown_preset_is_refused():
 
 
 def test_module_arithmetic_is_the_lecture_and_the_paper():
-    a = studies.module_arithmetic()
+    a = inception_bottleneck.module_arithmetic()
     assert a["5x5/32 on 28x28x192"]["macs"] == 120_422_400
     assert a["1x1/16 then 5x5/32 on 28x28x192"]["macs"] == 2_408_448 + 10_035_200
     reduced, naive = a["inception(3a) with 1x1 reductions"], a["inception(3a) naive"]
@@ -44,7 +43,7 @@ def test_module_arithmetic_is_the_lecture_and_the_paper():
     # Naive (3a): 1x1/64, 3x3/128, 5x5/32 straight on 192 channels, biases included.
     assert naive["params"] == 192 * 64 + 64 + 9 * 192 * 128 + 128 + 25 * 192 * 32 + 32
     assert naive["macs"] == 28 * 28 * (192 * 64 + 9 * 192 * 128 + 25 * 192 * 32)
-    assert "120,422,400" in studies.arithmetic_text(a)
+    assert "120,422,400" in inception_bottleneck.arithmetic_text(a)
 
 
 def test_smoke_run_writes_every_file(tmp_path):
@@ -52,14 +51,14 @@ def test_smoke_run_writes_every_file(tmp_path):
     config.dataset = "synthetic"
     config.equal_macs = True
     workdir = str(tmp_path / "run")
-    results = studies.run_inception(config, workdir)
+    results = inception_bottleneck.run(config, workdir)
     with open(os.path.join(workdir, "results.json")) as f:
         assert json.load(f) == results
-    assert list(results) == ["naive", "bottleneck", studies.EQUAL_MACS_VARIANT]
-    wide = results[studies.EQUAL_MACS_VARIANT]
+    assert list(results) == ["naive", "bottleneck", inception_bottleneck.EQUAL_MACS_VARIANT]
+    wide = results[inception_bottleneck.EQUAL_MACS_VARIANT]
     assert wide["width_multiplier"] > results["bottleneck"]["width_multiplier"]
     assert wide["macs"] >= results["naive"]["macs"] > results["bottleneck"]["macs"]
-    assert "equal multiply-adds" in studies.inception_summary(results)
+    assert "equal multiply-adds" in inception_bottleneck.summary(results, workdir)
     keys = {
         "width_multiplier",
         "params",
@@ -82,26 +81,25 @@ def test_smoke_run_writes_every_file(tmp_path):
     assert list(rows[0])[:4] == ["step", "variant", "train_error", "test_error"]
     with open(os.path.join(workdir, "inception_bottleneck.png"), "rb") as f:
         assert f.read(8) == b"\x89PNG\r\n\x1a\n"
-    assert "fewer multiply-adds" in studies.inception_summary(results)
-    assert "bottleneck" in studies.table(results, studies.INCEPTION_COLUMNS)
+    assert "fewer multiply-adds" in inception_bottleneck.summary(results, workdir)
     # Rerunning returns the stored results without training again.
-    assert studies.run_inception(config, workdir) == results
+    assert inception_bottleneck.run(config, workdir) == results
 
 
 def test_equal_macs_variant_costs_what_the_naive_net_costs():
     c = inception_bottleneck.get_config("cpu")
     c.dataset = "synthetic"  # 32x32x3, 10 classes, as cifar10
     c.equal_macs = True
-    configs = studies.inception_variant_configs(c)
-    assert set(configs) == {"naive", "bottleneck", studies.EQUAL_MACS_VARIANT}
-    wide = configs[studies.EQUAL_MACS_VARIANT].model_kwargs
+    configs = inception_bottleneck.variant_configs(c)
+    assert set(configs) == {"naive", "bottleneck", inception_bottleneck.EQUAL_MACS_VARIANT}
+    wide = configs[inception_bottleneck.EQUAL_MACS_VARIANT].model_kwargs
     assert wide.bottleneck and wide.width_multiplier > c.width_multiplier
-    naive = studies._inception_macs(c, False, c.width_multiplier)
-    at = studies._inception_macs(c, True, wide.width_multiplier)
-    below = studies._inception_macs(c, True, wide.width_multiplier - 0.002)
+    naive = inception_bottleneck.macs(c, False, c.width_multiplier)
+    at = inception_bottleneck.macs(c, True, wide.width_multiplier)
+    below = inception_bottleneck.macs(c, True, wide.width_multiplier - 0.002)
     # The smallest width (to 3 decimals) reaching the naive cost, and close to it.
     assert below < naive <= at < 1.05 * naive
     # Same recipe as the other two.
-    a, b = (configs[v].to_dict() for v in ("bottleneck", studies.EQUAL_MACS_VARIANT))
+    a, b = (configs[v].to_dict() for v in ("bottleneck", inception_bottleneck.EQUAL_MACS_VARIANT))
     a.pop("model_kwargs"), b.pop("model_kwargs")
     assert a == b

@@ -1,4 +1,4 @@
-"""`python -m experiments.lenet5`: presets, the shape table, a real short run."""
+"""The lenet5 study: presets, the shape table, a real short run."""
 
 import csv
 import json
@@ -6,8 +6,7 @@ import os
 
 import pytest
 
-from cnn_cases import studies
-from experiments import lenet5
+from cnn_cases.studies import lenet5
 
 
 @pytest.mark.parametrize("preset", lenet5.PRESETS)
@@ -15,7 +14,7 @@ def test_presets_are_complete(preset):
     c = lenet5.get_config(preset)
     assert c.preset == preset and c.expected_minutes > 0
     assert c.dataset == "mnist" and not c.augment and c.mean_subtract
-    kw = {v: dict(x.model_kwargs) for v, x in studies.lenet_variant_configs(c).items()}
+    kw = {v: dict(x.model_kwargs) for v, x in lenet5.variant_configs(c).items()}
     assert kw == {
         "classic": {"activation": "tanh", "pool": "avg"},
         "modern": {"activation": "relu", "pool": "max"},
@@ -35,7 +34,7 @@ def test_smoke_run_prints_shapes_and_writes_every_file(tmp_path, capsys):
     config = lenet5.get_config("smoke")
     config.dataset = "synthetic_28x28x1"
     workdir = str(tmp_path / "run")
-    results = studies.run_lenet(config, workdir)
+    results = lenet5.run(config, workdir)
     out = capsys.readouterr().out
     for line in ("c1 ", "28x28x6", "5x5x16", "61,706"):
         assert line in out

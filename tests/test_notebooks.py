@@ -21,12 +21,13 @@ def test_there_is_a_tour_and_one_notebook_per_experiment():
 def test_notebook_runs_top_to_bottom(path, tmp_path, monkeypatch):
     # The kernel inherits this environment: CPU only, smoke preset, synthetic data, tmp workdir.
     monkeypatch.setenv("CNN_CASES_PRESET", "smoke")
-    monkeypatch.setenv("CNN_CASES_DATASET", "synthetic")
+    flags = ["--config.dataset=synthetic"]
     monkeypatch.setenv("CNN_CASES_WORKDIR", str(tmp_path))
     monkeypatch.setenv("JAX_PLATFORMS", "cpu")
     name = os.path.basename(path).removesuffix(".ipynb")
     if name == "resnet_depth":
-        monkeypatch.setenv("CNN_CASES_SET", "depths=(8,)")  # one plain and one residual net
+        flags.append("--config.depths=8")  # one plain and one residual net
+    monkeypatch.setenv("CNN_CASES_FLAGS", " ".join(flags))
     nb = nbformat.read(path, as_version=4)
     source = "\n".join(c.source for c in nb.cells if c.cell_type == "code")
     assert "%pip install" in source and 'find_spec("cnn_cases") is None' in source

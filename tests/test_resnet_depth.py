@@ -1,4 +1,4 @@
-"""`python -m experiments.resnet_depth`: presets, a real short run, its files, resumption."""
+"""The resnet_depth study: presets, a real short run, its files, resumption."""
 
 import csv
 import json
@@ -7,8 +7,7 @@ import os
 import pytest
 import tensorflow_datasets as tfds
 
-from cnn_cases import depth_study
-from experiments import resnet_depth
+from cnn_cases.studies import resnet_depth
 
 
 @pytest.mark.parametrize("preset", resnet_depth.PRESETS)
@@ -19,14 +18,16 @@ def test_presets_are_complete(preset):
     assert c.batch_size % 8 == 0 or preset == "smoke"
 
 
-def test_paper_preset_is_he_et_al():
-    c = resnet_depth.get_config("paper")
+def test_full_preset_is_he_et_al():
+    c = resnet_depth.get_config("full")
     assert (c.width, c.batch_size, c.num_steps, c.learning_rate) == (16, 128, 64_000, 0.1)
     assert tuple(c.lr_boundaries) == (32_000, 48_000) and c.lr_decay == 0.1
     assert (c.momentum, c.weight_decay, c.crop_padding, c.flip) == (0.9, 1e-4, 4, True)
     assert c.warmup_steps == 400 and c.warmup_from_depth == 110 and c.shortcut == "A"
-    assert depth_study.net_config(c, "resnet56").warmup_steps == 0
-    assert depth_study.net_config(c, "resnet110").warmup_steps == 400
+    c.depths = (56, 110)
+    nets = resnet_depth.variant_configs(c)
+    assert nets["resnet56"].warmup_steps == 0 and nets["plain56"].warmup_steps == 0
+    assert nets["resnet110"].warmup_steps == 400 and nets["plain110"].warmup_steps == 400
 
 
 def test_unknown_preset_is_refused():
@@ -38,7 +39,7 @@ def test_smoke_run_on_mock_cifar10_writes_every_file(tmp_path):
     config = resnet_depth.get_config("smoke")
     workdir = str(tmp_path / "run")
     with tfds.testing.mock_data(num_examples=64):
-        results = depth_study.run(config, workdir)
+        results = resnet_depth.run(config, workdir)
     assert set(results) == {"plain8", "plain14", "resnet8", "resnet14"}
     with open(os.path.join(workdir, "results.json")) as f:
         stored = json.load(f)
@@ -50,13 +51,13 @@ def test_smoke_run_on_mock_cifar10_writes_every_file(tmp_path):
         assert r["steps"] == config.num_steps and r["seconds"] > 0
     with open(os.path.join(workdir, "curves.csv")) as f:
         rows = list(csv.DictReader(f))
-    assert {r["model"] for r in rows} == set(results)
-    assert list(rows[0]) == ["step", "model", "train_error", "test_error"]
+    assert {r["variant"] for r in rows} == set(results)
+    assert list(rows[0]) == ["step", "variant", "train_error", "test_error"]
     png = os.path.join(workdir, "resnet_depth.png")
     assert os.path.getsize(png) > 10_000
     with open(png, "rb") as f:
         assert f.read(8) == b"\x89PNG\r\n\x1a\n"
-    ok, line = depth_study.degradation_verdict(results)
+    ok, line = resnet_depth.verdict(results)
     assert ("REPRODUCED" in line) == ok
 
 
@@ -65,14 +66,14 @@ def test_rerun_skips_finished_nets_and_resumes_an_unfinished_one(tmp_path):
     config.dataset = "synthetic"
     config.depths = (8,)
     workdir = str(tmp_path / "run")
-    assert depth_study.run(config, workdir, stop_after=2) is None  # interrupted in plain8
+    assert resnet_depth.run(config, workdir, stop_after=2) is None  # interrupted in plain8
     assert not os.path.exists(os.path.join(workdir, "nets", "plain8", "result.json"))
-    first = depth_study.run(config, workdir)
+    first = resnet_depth.run(config, workdir)
     mtime = os.path.getmtime(os.path.join(workdir, "nets", "plain8", "result.json"))
-    again = depth_study.run(config, workdir)
+    again = resnet_depth.run(config, workdir)
     assert again == first
     assert os.path.getmtime(os.path.join(workdir, "nets", "plain8", "result.json")) == mtime
-    fresh = depth_study.run(config, str(tmp_path / "fresh"))
+    fresh = resnet_depth.run(config, str(tmp_path / "fresh"))
     drop_time = lambda rs: {k: {**v, "seconds": 0} for k, v in rs.items()}
     assert drop_time(fresh) == drop_time(first)  # interrupted + resumed == uninterrupted
 
@@ -85,10 +86,10 @@ def test_degradation_verdict():
         "resnet20": mk(20, True, 0.3),
         "resnet56": mk(56, True, 0.25),
     }
-    assert depth_study.degradation_verdict(yes)[0]
-    assert depth_study.degradation_verdict({**yes, "resnet56": mk(56, True, 0.304)})[0]
+    assert resnet_depth.verdict(yes)[0]
+    assert resnet_depth.verdict({**yes, "resnet56": mk(56, True, 0.304)})[0]
     no = {**yes, "resnet56": mk(56, True, 0.306)}
-    ok, line = depth_study.degradation_verdict(no)
+    ok, line = resnet_depth.verdict(no)
     assert not ok and "NOT reproduced" in line and "+0.60 points" in line
     flat = {**yes, "plain56": mk(56, False, 0.303)}
-    assert not depth_study.degradation_verdict(flat)[0]
+    assert not resnet_depth.verdict(flat)[0]

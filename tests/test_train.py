@@ -12,7 +12,7 @@ import jax
 import numpy as np
 import pytest
 
-from cnn_cases import data, train
+from cnn_cases import defaults, input_pipeline, rundir, splits, train
 from tests.train_worker import tiny_config
 
 WORKER = os.path.join(os.path.dirname(__file__), "train_worker.py")
@@ -47,10 +47,10 @@ def test_same_seed_same_numbers_and_resume_is_exact(tmp_path):
     full = train.train_and_evaluate(config, str(tmp_path / "full"))
     interrupted = str(tmp_path / "interrupted")
     assert train.train_and_evaluate(config, interrupted, stop_after=3) is None
-    assert train.restore_checkpoint(interrupted)["step"] == 3
+    assert rundir.restore_checkpoint(interrupted)["step"] == 3
     resumed = train.train_and_evaluate(config, interrupted)
     assert resumed.test_error == full.test_error and resumed.train_loss == full.train_loss
-    a, b = train.restore_checkpoint(str(tmp_path / "full")), train.restore_checkpoint(interrupted)
+    a, b = rundir.restore_checkpoint(str(tmp_path / "full")), rundir.restore_checkpoint(interrupted)
     chex.assert_trees_all_equal(a["params"], b["params"])
     chex.assert_trees_all_equal(a["batch_stats"], b["batch_stats"])
     # metrics.jsonl holds each step once, even though steps after the checkpoint ran twice.
@@ -76,11 +76,11 @@ def test_two_runs_with_the_same_seed_agree_and_another_seed_differs(tmp_path):
 
 def test_train_step_compiles_once():
     config = tiny_config(1)
-    split = data.load_split("synthetic", "train")
-    model = train.create_model(config, split.num_classes)
+    split = splits.load_split("synthetic", "train")
+    model = defaults.create_model(config, split.num_classes)
     state = train.create_train_state(model, config, (32, 32, 3))
     step = jax.jit(chex.assert_max_traces(train.train_step, n=1))
-    pipe = data.Pipeline(split, global_batch_size=16, seed=0, augment=True, mean=None)
+    pipe = input_pipeline.Pipeline(split, global_batch_size=16, seed=0, augment=True, mean=None)
     key = jax.random.PRNGKey(0)
     losses = []
     for s in range(3):
@@ -100,7 +100,7 @@ def test_nan_loss_stops_with_the_step_and_keeps_the_last_checkpoint(tmp_path):
     with pytest.raises(train.NonFiniteLossError, match=pattern) as err:
         train.train_and_evaluate(config, workdir)
     assert "last good checkpoint" in str(err.value)
-    saved = train.restore_checkpoint(workdir)
+    saved = rundir.restore_checkpoint(workdir)
     step, params = int(saved["step"]), saved["params"]
     failed_at = int(re.search(pattern, str(err.value)).group(3))
     assert 2 <= step < failed_at <= 6
@@ -114,10 +114,15 @@ def test_missing_dataset_is_one_clear_line(tmp_path):
     config.data_dir = str(tmp_path / "empty")
     os.makedirs(config.data_dir)
     config.download = False
-    with pytest.raises(data.DatasetNotFoundError) as err:
+    with pytest.raises(splits.DatasetNotFoundError) as err:
         train.train_and_evaluate(config, str(tmp_path / "run"))
     msg = str(err.value)
-    assert "\n" not in msg and "mnist" in msg and config.data_dir in msg and "--data_dir" in msg
+    assert (
+        "\n" not in msg
+        and "mnist" in msg
+        and config.data_dir in msg
+        and "--config.data_dir=DIR" in msg
+    )
 
 
 def test_unwritable_workdir_is_a_clear_error(tmp_path):
@@ -137,7 +142,7 @@ def test_changed_config_in_the_same_workdir_is_refused(tmp_path):
 
 
 def test_learning_rate_schedule_with_warmup():
-    c = train.default_config()
+    c = defaults.default_config()
     c.warmup_steps = 400
     sched = train.learning_rate_schedule(c)
     assert float(sched(0)) == pytest.approx(0.01) and float(sched(399)) == pytest.approx(0.01)

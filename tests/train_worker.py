@@ -30,7 +30,7 @@ def main() -> None:
     import jax
     import numpy as np
 
-    from cnn_cases import parallel, train
+    from cnn_cases import parallel, rundir, train
     from cnn_cases.kernels import onednn
 
     if args.coordinator:
@@ -43,7 +43,7 @@ def main() -> None:
     if jax.process_index() == 1:
         time.sleep(args.late_seconds)  # a peer that loads or compiles slower than the others
     result = train.train_and_evaluate(config, args.workdir)
-    state = train.restore_checkpoint(args.workdir)
+    state = rundir.restore_checkpoint(args.workdir)
     flat = {
         "/".join(str(getattr(k, "key", k)) for k in path): np.asarray(v)
         for path, v in jax.tree_util.tree_leaves_with_path(
@@ -56,9 +56,9 @@ def main() -> None:
 
 
 def tiny_config(steps: int):
-    from cnn_cases import train
+    from cnn_cases import defaults
 
-    c = train.default_config()
+    c = defaults.default_config()
     c.model = "resnet8"
     c.model_kwargs.width = 4
     c.dataset = "synthetic"

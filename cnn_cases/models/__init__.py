@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import inspect
 import re
 from collections.abc import Callable
 from typing import Any
@@ -182,3 +183,10 @@ def input_shape(name: str) -> tuple[int, int, int]:
 def spec(name: str) -> ModelSpec:
     """The registry entry of `name`."""
     return _lookup(name)
+
+
+def has_aux_heads(model: nn.Module) -> bool:
+    """Whether `model` has auxiliary classifiers that can run at inference (`with_aux`)."""
+    return bool(getattr(model, "aux_logits", False)) and (
+        "with_aux" in inspect.signature(model.__call__).parameters
+    )

@@ -56,6 +56,9 @@ GOOGLENET_STAGES: tuple[tuple[Widths, ...], ...] = (
 )
 
 # bvlc_googlenet's LRN: local_size 5, alpha 1e-4, beta 0.75, k 1; Caffe divides alpha by size.
+# One module per stage, (3a) at 16x16 and (4a) at 8x8: compiles in seconds (smoke runs, tests).
+SMOKE_STAGES = (GOOGLENET_STAGES[0][:1], GOOGLENET_STAGES[1][:1])
+
 LRN = {"size": 5, "k": 1.0, "alpha": 1e-4 / 5, "beta": 0.75}
 
 AUX_POOL = 5  # the auxiliary heads' 5x5/3 VALID average pool needs at least 5x5 features

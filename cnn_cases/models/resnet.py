@@ -101,10 +101,6 @@ class BottleneckBlock(ResidualBlock):
         return self.conv(self.filters * 4, (1, 1), name="conv3")(y)
 
 
-class PlainBottleneckBlock(BottleneckBlock):
-    residual: ClassVar[bool] = False
-
-
 class ResNet(nn.Module):
     """ResNet / plain net.
 

@@ -1,0 +1,81 @@
+"""The config of one training run: every knob with its default, and the model it names.
+
+Experiments start from `default_config()` and override; `train.train_and_evaluate` runs it.
+"""
+
+from __future__ import annotations
+
+import flax.linen as nn
+import jax.numpy as jnp
+import ml_collections
+
+from cnn_cases import models
+
+# Config keys that may change between an interrupted run and its resumption.
+RESUMABLE_KEYS = frozenset(
+    {
+        "log_every",
+        "checkpoint_every",
+        "keep_checkpoints",
+        "data_dir",
+        "download",
+        "prefetch",
+        "verbose",
+        "kernels",  # oneDNN and XLA kernels compute the same function on the same variables
+    }
+)
+
+
+def default_config() -> ml_collections.ConfigDict:
+    """Every knob of a run; experiments start from this and override."""
+    c = ml_collections.ConfigDict()
+    c.model = "resnet20"
+    c.model_kwargs = ml_collections.ConfigDict()
+    c.dtype = "float32"
+    c.kernels = "auto"  # convolutions and BatchNorm: auto (oneDNN on a CPU), onednn, xla
+    c.dataset = "cifar10"
+    c.data_dir = ml_collections.config_dict.placeholder(str)
+    c.download = True  # let TFDS download a dataset missing from data_dir
+    c.train_split = "train"
+    c.test_split = "test"
+    c.augment = True
+    c.crop_padding = 4
+    c.flip = True
+    c.mean_subtract = True
+    c.pad_to = ml_collections.config_dict.placeholder(int)
+    c.downsample = 1  # average factor x factor pixel blocks (2: CIFAR at 16x16, 4x cheaper)
+    c.batch_size = 128
+    c.eval_batch_size = 500
+    c.num_steps = 64_000
+    c.learning_rate = 0.1
+    c.lr_boundaries = (32_000, 48_000)
+    c.lr_decay = 0.1
+    c.warmup_steps = 0  # He et al.: ResNet-110 trains at warmup_lr for ~400 steps first
+    c.warmup_lr = 0.01
+    c.momentum = 0.9
+    c.nesterov = False
+    c.weight_decay = 1e-4
+    c.aux_loss_weight = 0.3
+    c.seed = 0
+    c.log_every = 100
+    c.eval_every = 0  # 0: evaluate only at the end
+    c.curve_eval_examples = 2_000  # train/test examples per intermediate evaluation
+    c.final_train_eval_examples = 10_000
+    c.final_test_eval_examples = ml_collections.config_dict.placeholder(int)  # None: all
+    c.checkpoint_every = 1_000
+    c.keep_checkpoints = 2
+    c.prefetch = 2
+    c.verbose = True
+    return c
+
+
+def create_model(config: ml_collections.ConfigDict, num_classes: int) -> nn.Module:
+    """The registry model `config.model` with `config.model_kwargs`, dtype and kernels."""
+    kwargs = dict(config.model_kwargs)
+    return models.get_model(
+        config.model,
+        num_classes=num_classes,
+        dtype=jnp.dtype(config.dtype),
+        kernels=config.kernels,
+        **kwargs,
+    )

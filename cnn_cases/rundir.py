@@ -1,0 +1,185 @@
+"""A run directory: every file one training run keeps, and the only code that reads or writes them.
+
+    workdir/
+      config.json       the run's config; a resumed run must match it (`check_config`)
+      metrics.jsonl     one JSON object per log line: {"step", "kind": "train"|"eval", ...}
+      tensorboard/      the same scalars as event files (when TensorFlow is installed)
+      mean.npy          the per-pixel training mean the run normalises with
+      checkpoints/      Orbax checkpoints of the train state, by step
+      result.json       written once, when the run has finished (`RunResult`)
+
+Only process 0 writes files; every process reads them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from collections.abc import Callable, Collection, Mapping
+from typing import Any
+
+import jax
+import ml_collections
+import numpy as np
+import orbax.checkpoint as ocp
+
+
+@dataclasses.dataclass
+class RunResult:
+    """What a finished run reports; stored as `result.json`."""
+
+    train_error: float
+    test_error: float
+    train_loss: float
+    test_loss: float
+    steps: int
+    seconds: float
+    params: int
+    curves: list[dict[str, float]]
+    aux_test_errors: list[float] = dataclasses.field(default_factory=list)
+
+
+def check_workdir(workdir: str) -> None:
+    """Creates `workdir` or raises a one-line ValueError if it cannot be written."""
+    try:
+        os.makedirs(workdir, exist_ok=True)
+        probe = os.path.join(workdir, f".write_test_{os.getpid()}")
+        with open(probe, "w") as f:
+            f.write("ok")
+        os.remove(probe)
+    except OSError as e:
+        raise ValueError(
+            f"workdir {workdir!r} is not writable ({e.strerror or e}); "
+            "pass a --workdir you can write to"
+        ) from None
+
+
+def write_json(path: str, obj: Any) -> None:
+    """Atomic JSON write (a reader never sees half a file); process 0 only."""
+    if jax.process_index() != 0:
+        return
+    with open(path + ".tmp", "w") as f:
+        json.dump(obj, f, indent=2, sort_keys=False)
+    os.replace(path + ".tmp", path)
+
+
+def read_json(path: str) -> Any:
+    with open(path) as f:
+        return json.load(f)
+
+
+def check_config(
+    workdir: str, config: ml_collections.ConfigDict, resumable: Collection[str] = ()
+) -> None:
+    """A workdir belongs to one config: resuming with another would mix two runs.
+
+    Writes `config.json` on first use; later raises a one-line ValueError naming every key
+    that differs, except the `resumable` keys (logging, paths: they may change on resume).
+    """
+    path = os.path.join(workdir, "config.json")
+    new = json.loads(config.to_json())
+    if os.path.exists(path):
+        old = read_json(path)
+        diff = sorted(
+            k for k in set(old) | set(new) if k not in resumable and old.get(k) != new.get(k)
+        )
+        if diff:
+            raise ValueError(
+                f"workdir {workdir!r} holds a run with a different config "
+                f"({', '.join(f'{k}: {old.get(k)!r} -> {new.get(k)!r}' for k in diff)}); "
+                "use a new --workdir or restore the old settings"
+            )
+    write_json(path, dict(sorted(new.items())))
+
+
+def read_result(workdir: str) -> RunResult | None:
+    """The stored result of a finished run; None while it has not finished."""
+    path = os.path.join(workdir, "result.json")
+    return RunResult(**read_json(path)) if os.path.exists(path) else None
+
+
+def write_result(workdir: str, result: RunResult) -> None:
+    write_json(os.path.join(workdir, "result.json"), dataclasses.asdict(result))
+
+
+def read_metrics(workdir: str, kind: str | None = None) -> list[dict[str, Any]]:
+    """Rows of `metrics.jsonl` (of one `kind`, "train" or "eval", if given)."""
+    path = os.path.join(workdir, "metrics.jsonl")
+    if not os.path.exists(path):
+        return []
+    with open(path) as f:
+        rows = [json.loads(line) for line in f if line.strip()]
+    return [r for r in rows if kind is None or r["kind"] == kind]
+
+
+class MetricsWriter:
+    """Appends to `metrics.jsonl` and TensorBoard event files; process 0 only.
+
+    Rows past `resume_step` (steps an interrupted run is about to repeat) are dropped first.
+    """
+
+    def __init__(self, workdir: str, resume_step: int):
+        self.workdir = workdir
+        self.enabled = jax.process_index() == 0
+        self._path = os.path.join(workdir, "metrics.jsonl")
+        self._tb = None
+        if not self.enabled:
+            return
+        if os.path.exists(self._path):
+            kept = [r for r in read_metrics(workdir) if r["step"] <= resume_step]
+            with open(self._path, "w") as f:
+                f.writelines(json.dumps(r) + "\n" for r in kept)
+        try:
+            from flax.metrics import tensorboard
+
+            self._tb = tensorboard.SummaryWriter(os.path.join(workdir, "tensorboard"))
+        except ImportError:  # TensorFlow is optional for the event files only
+            self._tb = None
+
+    def write(self, step: int, kind: str, values: Mapping[str, float]) -> None:
+        if not self.enabled:
+            return
+        with open(self._path, "a") as f:
+            f.write(json.dumps({"step": step, "kind": kind, **values}) + "\n")
+        if self._tb is not None:
+            for k, v in values.items():
+                self._tb.scalar(f"{kind}/{k}", v, step)
+            self._tb.flush()
+
+    def close(self) -> None:
+        if self._tb is not None:
+            self._tb.close()
+
+
+def dataset_mean(workdir: str, compute: Callable[[], np.ndarray]) -> np.ndarray:
+    """The run's per-pixel mean: `mean.npy` if stored, else `compute()`, stored for resumption."""
+    path = os.path.join(workdir, "mean.npy")
+    if os.path.exists(path):
+        return np.load(path)
+    mean = compute()
+    if jax.process_index() == 0:
+        with open(path + ".tmp", "wb") as f:
+            np.save(f, mean)
+        os.replace(path + ".tmp", path)
+    return mean
+
+
+def checkpoint_manager(workdir: str, *, max_to_keep: int | None = None) -> ocp.CheckpointManager:
+    """Orbax manager of `workdir/checkpoints` (created if missing)."""
+    return ocp.CheckpointManager(
+        os.path.abspath(os.path.join(workdir, "checkpoints")),
+        options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True),
+    )
+
+
+def restore_checkpoint(workdir: str, step: int | None = None) -> dict[str, Any]:
+    """The saved train state of `workdir` (latest step by default) as nested dicts of arrays."""
+    path = os.path.join(workdir, "checkpoints")
+    if not os.path.isdir(path):
+        raise ValueError(f"no checkpoint in {workdir!r}")
+    with ocp.CheckpointManager(os.path.abspath(path)) as mngr:
+        step = mngr.latest_step() if step is None else step
+        if step is None:
+            raise ValueError(f"no checkpoint in {workdir!r}")
+        return mngr.restore(step, args=ocp.args.StandardRestore())

@@ -1,0 +1,237 @@
+"""What every study shares: configs of its variants, the run loop, result files and tables.
+
+A study trains a few variants (one config each) with `train.train_and_evaluate`, one run
+directory per variant under `workdir/nets/<variant>` (a finished variant is skipped, an
+unfinished one resumes), then writes into `workdir`:
+
+    results.json   one entry per variant (errors, parameters, steps, seconds, study columns)
+    curves.csv     every evaluation of every variant: step, variant, error columns
+    <study>.png    the study's figure
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import statistics
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import jax
+import ml_collections
+
+from cnn_cases import defaults, rundir, splits, tables, train
+from cnn_cases.rundir import RunResult
+
+Results = dict[str, dict[str, Any]]
+Curves = dict[str, list[dict[str, float]]]
+
+
+def base_config(**knobs: Any) -> ml_collections.ConfigDict:
+    """The training defaults plus `preset`, `expected_minutes` and a study's own `knobs`."""
+    c = defaults.default_config()
+    c.preset = ""
+    c.expected_minutes = 0.0
+    for key, value in knobs.items():
+        c[key] = value
+    return c
+
+
+# How often the presets evaluate, log and checkpoint: a full run's curves on all 10,000 test
+# images every 2,000 steps; a CPU run's on 1,000 images every 100 steps.
+FULL_CADENCE = dict(
+    eval_every=2_000, curve_eval_examples=10_000, checkpoint_every=2_000, log_every=500
+)
+CPU_CADENCE = dict(
+    eval_every=100,
+    curve_eval_examples=1_000,
+    final_train_eval_examples=5_000,
+    checkpoint_every=100,
+    log_every=50,
+    weight_decay=5e-4,
+)
+
+
+def check_preset(preset: str | None, presets: Sequence[str]) -> str:
+    """`preset`, or the backend's when it is None/"" (resolved later); ValueError if unknown."""
+    if preset and preset not in presets:
+        raise ValueError(f"unknown preset {preset!r} (valid: {', '.join(presets)})")
+    return preset or ""
+
+
+def smoke(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """Seconds-long runs for tests and notebooks: 3 steps of 16, 100-image evaluations."""
+    c.batch_size = 16
+    c.eval_batch_size = 50
+    c.num_steps = 3
+    c.lr_boundaries = (2,)
+    c.eval_every = 2
+    c.curve_eval_examples = 50
+    c.final_train_eval_examples = 100
+    c.final_test_eval_examples = 100
+    c.checkpoint_every = 2
+    c.log_every = 1
+    c.expected_minutes = 0.5
+    return c
+
+
+def variant_config(
+    config: ml_collections.ConfigDict, model: str, **model_kwargs: Any
+) -> ml_collections.ConfigDict:
+    """The training config of one variant: every training key of `config`, this model.
+
+    The study's own `model_kwargs` (e.g. fewer stages for a smoke run) go to every variant.
+    """
+    c = defaults.default_config()
+    for key in c:
+        if key not in ("model", "model_kwargs"):
+            c[key] = config[key]
+    c.model = model
+    c.model_kwargs = ml_collections.ConfigDict({**config.model_kwargs.to_dict(), **model_kwargs})
+    return c
+
+
+def say(config: ml_collections.ConfigDict) -> Callable[[str], None]:
+    """print on process 0 when `config.verbose`, else nothing."""
+    if config.verbose and jax.process_index() == 0:
+        return lambda msg: print(msg, flush=True)
+    return lambda msg: None
+
+
+def net_dir(workdir: str, name: str) -> str:
+    """The run directory of variant `name`."""
+    return os.path.join(workdir, "nets", name)
+
+
+def run_variants(
+    configs: Mapping[str, ml_collections.ConfigDict],
+    workdir: str,
+    *,
+    stop_after: int | None = None,
+) -> dict[str, RunResult] | None:
+    """Trains each variant in its run directory; None if `stop_after` interrupted one."""
+    rundir.check_workdir(workdir)
+    results = {}
+    for i, (name, c) in enumerate(configs.items()):
+        say(c)(f"[{i + 1}/{len(configs)}] {name}")
+        r = train.train_and_evaluate(c, net_dir(workdir, name), stop_after=stop_after)
+        if r is None:
+            return None
+        results[name] = r
+    return results
+
+
+def base_row(r: RunResult) -> dict[str, Any]:
+    """The columns every study reports for a finished variant."""
+    return {
+        "train_error": r.train_error,
+        "test_error": r.test_error,
+        "params": r.params,
+        "steps": r.steps,
+        "seconds": r.seconds,
+    }
+
+
+def read_curves(workdir: str, name: str) -> list[dict[str, float]]:
+    """The evaluation curve of a finished variant."""
+    result = rundir.read_result(net_dir(workdir, name))
+    if result is None:
+        raise ValueError(f"variant {name!r} has not finished in {workdir!r}")
+    return result.curves
+
+
+def load_train_split(config: ml_collections.ConfigDict) -> splits.Split:
+    """The study's training split as the variants see it (cached; downsampled)."""
+    split = splits.load_split(
+        config.dataset, config.train_split, data_dir=config.data_dir, download=config.download
+    )
+    return splits.downsample(split, config.downsample)
+
+
+def image_shape(config: ml_collections.ConfigDict) -> tuple[int, int, int]:
+    """(H, W, C) of the study's training images."""
+    return splits.image_shape(load_train_split(config), config.pad_to)
+
+
+def create_model(config: ml_collections.ConfigDict, variant: ml_collections.ConfigDict) -> Any:
+    """The model of `variant` with the number of classes of the study's dataset."""
+    return defaults.create_model(variant, load_train_split(config).num_classes)
+
+
+def median_step_seconds(run_dir: str, batch_size: int) -> float | None:
+    """Median seconds per train step over the logged intervals of a run.
+
+    Each logged `train` row after the first carries images/s over the steps since the previous
+    log (compilation and evaluations excluded, input pipeline included).
+    """
+    rows = rundir.read_metrics(run_dir, "train")
+    rates = [r["images_per_s"] for r in rows if "images_per_s" in r]
+    return batch_size / statistics.median(rates) if rates else None
+
+
+def write_curves_csv(path: str, curves: Mapping[str, Sequence[Mapping[str, float]]]) -> None:
+    """Rows of step, variant and every error column any curve has."""
+    columns: list[str] = []
+    for rows in curves.values():
+        for r in rows:
+            columns += [k for k in r if k != "step" and k not in columns]
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["step", "variant", *columns])
+        for name, rows in curves.items():
+            for r in rows:
+                w.writerow([r["step"], name, *(f"{r[k]:.6f}" if k in r else "" for k in columns)])
+
+
+def write_outputs(
+    workdir: str,
+    results: Results,
+    curves: Curves,
+    figure: Callable[[str], None],
+    figure_name: str,
+) -> None:
+    """results.json, curves.csv and the figure (`figure(path)`) in `workdir`; process 0 only."""
+    if jax.process_index() != 0:
+        return
+    rundir.write_json(os.path.join(workdir, "results.json"), results)
+    write_curves_csv(os.path.join(workdir, "curves.csv"), curves)
+    figure(os.path.join(workdir, figure_name))
+
+
+def format_value(key: str, v: Any) -> str:
+    """How a results column prints: errors in %, counts with separators, '-' when missing."""
+    if v is None or v == []:
+        return "-"
+    if isinstance(v, list | tuple):
+        return " / ".join(format_value(key, x) for x in v)
+    if key.endswith(("error", "errors")) or key == "gap":
+        return f"{100 * v:.2f}%"
+    if isinstance(v, bool) or not isinstance(v, int | float):
+        return str(v)
+    if isinstance(v, int):
+        return f"{v:,}"
+    return f"{v:.4g}" if key in ("step_seconds", "width_multiplier") else f"{v:.1f}"
+
+
+# The columns of every study's table, after its own.
+RUN_COLUMNS = (
+    ("train_error", "train err"),
+    ("test_error", "test err"),
+    ("steps", "steps"),
+    ("seconds", "seconds"),
+)
+
+
+def table(results: Mapping[str, Mapping[str, Any]], columns: Sequence[tuple[str, str]]) -> str:
+    """One row per variant; `columns` are (results key, header)."""
+    rows = [[name, *(format_value(k, r.get(k)) for k, _ in columns)] for name, r in results.items()]
+    return tables.format_table(["variant", *(h for _, h in columns)], rows)
+
+
+def title(config: ml_collections.ConfigDict, extra: str = "") -> str:
+    """The figure title: dataset (and resolution), budget, preset."""
+    size = f" at 1/{config.downsample} resolution" if config.downsample > 1 else ""
+    return (
+        f"{config.dataset}{size}{extra}, {config.num_steps} steps of {config.batch_size}, "
+        f"preset {config.preset or 'custom'}"
+    )
