@@ -5,6 +5,8 @@ Layers are found by intercepting module calls while `jax.eval_shape` traces
 kept by hand. Multiply-adds follow the convention of the papers and torchvision:
 a convolution costs H_out * W_out * C_out * k_h * k_w * C_in / groups per image
 (padding included), a dense layer in * out per position; other layers cost 0.
+Convolutions also record their geometry (`ConvGeometry`), enough to rebuild the
+`lax.conv_general_dilated` call on its own.
 """
 
 from __future__ import annotations
@@ -19,17 +21,37 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+from flax.linen.linear import canonicalize_padding
+from jax import lax
+
+from cnn_cases.tables import format_table
+
+
+@dataclasses.dataclass(frozen=True)
+class ConvGeometry:
+    """What a convolution layer computes, per image: enough to rebuild its lax call."""
+
+    input_shape: tuple[int, ...]  # spatial dimensions and channels, without the batch
+    kernel_size: tuple[int, ...]
+    strides: tuple[int, ...]
+    padding: tuple[tuple[int, int], ...]  # (low, high) per spatial dimension, resolved
+    dilation: tuple[int, ...]  # of the kernel
+    feature_groups: int
 
 
 @dataclasses.dataclass(frozen=True)
 class LayerCost:
-    """One leaf layer: where it is, what it outputs, what it costs per image."""
+    """One leaf layer: where it is, what it outputs, what it costs per image.
+
+    `conv` is the geometry of an `nn.Conv` layer, None for every other kind.
+    """
 
     path: str
     kind: str
     output_shape: tuple[int, ...]  # without the batch dimension
     params: int
     macs: int
+    conv: ConvGeometry | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -43,8 +65,7 @@ class ModelCost:
 
     def table(self, *, max_rows: int | None = None) -> str:
         """A fixed-width table: layer, kind, output shape, parameters, multiply-adds, totals."""
-        rows = [("layer", "kind", "output", "params", "mult-adds")]
-        rows.append(("input", "", format_shape(self.input_shape), "", ""))
+        rows = [("input", "", format_shape(self.input_shape), "", "")]
         layers = self.layers if max_rows is None else self.layers[:max_rows]
         for layer in layers:
             rows.append(
@@ -59,15 +80,8 @@ class ModelCost:
         if max_rows is not None and len(self.layers) > max_rows:
             rows.append((f"... {len(self.layers) - max_rows} more layers", "", "", "", ""))
         rows.append(("total", "", "", f"{self.params:,}", f"{self.macs:,}"))
-        widths = [max(len(r[i]) for r in rows) for i in range(5)]
-        align = ["<", "<", "<", ">", ">"]
-        lines = [
-            "  ".join(f"{c:{a}{w}}" for c, a, w in zip(r, align, widths, strict=True)).rstrip()
-            for r in rows
-        ]
-        lines.insert(1, "-" * len(lines[0]))
-        lines.insert(-1, "-" * len(lines[0]))
-        return "\n".join(lines)
+        header = ("layer", "kind", "output", "params", "mult-adds")
+        return format_table(header, rows, align="<<<>>", rules=(len(rows) - 1,))
 
 
 def format_shape(shape: Sequence[int]) -> str:
@@ -88,6 +102,38 @@ def _layer_macs(module: nn.Module, out: Any) -> int:
     # grouped conv kernels already hold C_in / groups input channels.
     out_positions = math.prod(out.shape[1:-1])
     return int(out_positions * math.prod(kernel.shape))
+
+
+def _conv_geometry(module: nn.Module, x: Any) -> ConvGeometry | None:
+    """The geometry of an `nn.Conv` call on input `x`; None for any other module."""
+    if not isinstance(module, nn.Conv):
+        return None
+    kernel = tuple(module.kernel_size)
+    rank = len(kernel)
+
+    def per_dim(value: Any) -> tuple[int, ...]:
+        value = 1 if value is None else value
+        return (value,) * rank if isinstance(value, int) else tuple(value)
+
+    in_shape = tuple(x.shape[-(rank + 1) :])
+    strides, dilation = per_dim(module.strides), per_dim(module.kernel_dilation)
+    dilated = tuple((k - 1) * d + 1 for k, d in zip(kernel, dilation, strict=True))
+    padding = module.padding
+    if padding == "CAUSAL":
+        pads = [(k - 1, 0) for k in dilated]
+    elif isinstance(padding, str):  # CIRCULAR and REFLECT pad the input as SAME would
+        padtype = "SAME" if padding in ("CIRCULAR", "REFLECT") else padding
+        pads = lax.padtype_to_pads(in_shape[:-1], dilated, strides, padtype)
+    else:
+        pads = canonicalize_padding(padding, rank)
+    return ConvGeometry(
+        input_shape=in_shape,
+        kernel_size=kernel,
+        strides=strides,
+        padding=tuple((int(lo), int(hi)) for lo, hi in pads),
+        dilation=dilation,
+        feature_groups=module.feature_group_count,
+    )
 
 
 def _tree_size(tree: Any) -> int:
@@ -113,7 +159,7 @@ def model_cost(
 
     `train=True` also counts what runs only in training (auxiliary heads).
     """
-    calls: list[tuple[tuple[str, ...], str, tuple[int, ...], int, int]] = []
+    calls: list[tuple[tuple[str, ...], str, tuple[int, ...], int, int, ConvGeometry | None]] = []
 
     def interceptor(next_fun, args, kwargs, context):
         out = next_fun(*args, **kwargs)
@@ -122,9 +168,9 @@ def model_cost(
             first = _first_array(out)
             shape = tuple(first.shape[1:]) if first is not None else ()
             own = _tree_size(module.variables.get("params", {}))
-            calls.append(
-                (tuple(module.path), type(module).__name__, shape, _layer_macs(module, first), own)
-            )
+            macs = _layer_macs(module, first)
+            conv = _conv_geometry(module, args[0]) if args else None
+            calls.append((tuple(module.path), type(module).__name__, shape, macs, own, conv))
         return out
 
     with nn.intercept_methods(interceptor):
@@ -134,7 +180,7 @@ def model_cost(
     # A leaf is a call whose path is no other call's prefix (blocks and the model itself drop out).
     parents = {p[:i] for p in paths for i in range(len(p))}
     layers, scanned = [], set()
-    for path, kind, shape, macs, own in calls:
+    for path, kind, shape, macs, own, conv in calls:
         if path in parents or path in scanned:
             continue
         stored = _tree_size(_subtree(params, path))
@@ -143,9 +189,8 @@ def model_cost(
         repeats = stored // own if own and stored > own else 1
         if repeats > 1:
             scanned.add(path)
-        layers.append(
-            LayerCost("/".join(path) or type(model).__name__, kind, shape, stored, macs * repeats)
-        )
+        name = "/".join(path) or type(model).__name__
+        layers.append(LayerCost(name, kind, shape, stored, macs * repeats, conv))
     return ModelCost(
         input_shape=tuple(input_shape),
         layers=tuple(layers),

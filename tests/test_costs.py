@@ -95,3 +95,60 @@ def test_scanned_resnet_costs_equal_unrolled():
         scanned = costs.model_cost(models.get_model(f"resnet{depth}", scan=True), (32, 32, 3))
         assert (scanned.macs, scanned.params) == (plain.macs, plain.params)
         assert sum(layer.params for layer in scanned.layers) == scanned.params
+
+
+def test_conv_geometry_of_each_convolution():
+    cost = costs.model_cost(ValidNet(), (20, 20, 3))
+    conv1, conv2, grouped, dense = cost.layers
+    assert conv1.conv == costs.ConvGeometry(
+        input_shape=(20, 20, 3),
+        kernel_size=(5, 5),
+        strides=(1, 1),
+        padding=((0, 0), (0, 0)),
+        dilation=(1, 1),
+        feature_groups=1,
+    )
+    assert conv2.conv.input_shape == (16, 16, 8) and conv2.conv.kernel_size == (1, 1)
+    assert grouped.conv.strides == (2, 2) and grouped.conv.feature_groups == 2
+    assert dense.conv is None
+
+
+@pytest.mark.parametrize(
+    ("conv", "padding"),
+    [
+        (nn.Conv(4, (3, 3), strides=2), ((0, 1), (0, 1))),  # SAME on an even size
+        (nn.Conv(4, (3, 3), kernel_dilation=2), ((2, 2), (2, 2))),
+        (nn.Conv(4, (3, 3), padding=1), ((1, 1), (1, 1))),
+        (nn.Conv(4, (3, 5), padding=((0, 2), 1)), ((0, 2), (1, 1))),
+        (nn.Conv(4, (3, 3), padding="CIRCULAR"), ((1, 1), (1, 1))),
+    ],
+)
+def test_conv_geometry_resolves_padding(conv, padding):
+    (layer,) = costs.model_cost(conv, (8, 8, 2)).layers
+    geometry = layer.conv
+    assert geometry.padding == padding
+    # The geometry gives back the output size the layer computed.
+    for i, (size, k, s, d, (lo, hi)) in enumerate(
+        zip(
+            geometry.input_shape[:-1],
+            geometry.kernel_size,
+            geometry.strides,
+            geometry.dilation,
+            geometry.padding,
+            strict=True,
+        )
+    ):
+        assert (size + lo + hi - (k - 1) * d - 1) // s + 1 == layer.output_shape[i]
+
+
+def test_scanned_resnet_keeps_conv_geometry():
+    scanned = costs.model_cost(models.get_model("resnet20", scan=True), (32, 32, 3))
+    plain = costs.model_cost(models.get_model("resnet20"), (32, 32, 3))
+    geometry = {layer.conv for layer in plain.layers if layer.conv is not None}
+    assert {layer.conv for layer in scanned.layers if layer.conv is not None} == geometry
+
+
+def test_table_rules_after_header_and_before_total():
+    lines = costs.model_cost(models.get_model("lenet5"), (32, 32, 1)).table().splitlines()
+    assert set(lines[1]) == set(lines[-2]) == {"-"} and len(lines[1]) == len(lines[0])
+    assert lines[-1].startswith("total") and lines[2].startswith("input")

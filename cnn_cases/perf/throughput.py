@@ -1,0 +1,198 @@
+"""Train-step throughput of a registry model, against the machine's matmul peak and PyTorch.
+
+`benchmark` measures, all in one run: images/s of the jitted train step (`JaxTrainStep`,
+random normal inputs; median over repetitions of a few steps each, after warm-up steps), the
+achieved GFLOP/s (conventional count from `cnn_cases.costs`: 2 FLOPs per multiply-add, x3 for
+forward + backward), the f32 matmul GFLOP/s of this machine and the percentage of it, the first
+step's trace + compile seconds, and the input pipeline's images/s on its own
+(`input_pipeline.Pipeline`, augment=True). With `vs_torch` it also times the same CIFAR ResNet
+in PyTorch (`torch_reference.TorchTrainStep`), alternating JAX and PyTorch repetitions so that
+both see the same machine load, and reports the ratio JAX / PyTorch.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import os
+import statistics
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from cnn_cases import costs, input_pipeline, models, splits
+from cnn_cases.kernels import onednn
+from cnn_cases.perf import torch_reference
+from cnn_cases.perf.timing import time_calls
+from cnn_cases.perf.workload import JaxTrainStep, Workload
+from cnn_cases.tables import format_table
+
+
+def matmul_gflops(n: int, reps: int = 5) -> float:
+    """Median f32 GFLOP/s of a jitted n x n matmul (random normal operands, >= 5 repetitions)."""
+    ka, kb = jax.random.split(jax.random.PRNGKey(0))
+    a = jax.random.normal(ka, (n, n), jnp.float32)
+    b = jax.random.normal(kb, (n, n), jnp.float32)
+    mm = jax.jit(jnp.matmul)
+    number = max(1, math.ceil(2e9 / (2 * n**3)))  # >= ~2 GFLOP per timing: above timer noise
+    timing = time_calls({"matmul": lambda: mm(a, b)}, reps=max(reps, 5), warmup=1, number=number)
+    return 2 * n**3 / timing["matmul"].median / 1e9
+
+
+def pipeline_images_per_s(
+    dataset: str, *, batch_size: int, batches: int, seed: int = 0, data_dir: str | None = None
+) -> float:
+    """Median images/s of `input_pipeline.Pipeline.batch` (augment=True) over `batches` batches,
+    after the first (which draws the epoch's permutation)."""
+    split = splits.load_split(dataset, "train", data_dir=data_dir, download=False)
+    size = min(batch_size, len(split.images))
+    pipe = input_pipeline.Pipeline(
+        split,
+        global_batch_size=size,
+        seed=seed,
+        augment=True,
+        mean=splits.per_pixel_mean(split.images),
+    )
+    step = itertools.count()
+    timing = time_calls({"pipeline": lambda: pipe.batch(next(step))}, reps=batches, warmup=1)
+    return size / timing["pipeline"].median
+
+
+def benchmark(
+    workload: Workload,
+    *,
+    warmup: int = 2,
+    reps: int = 5,
+    steps_per_rep: int = 2,
+    dataset: str = "synthetic",
+    data_dir: str | None = None,
+    pipeline_batches: int = 10,
+    matmul_size: int = 2048,
+    peak_tflops: float | None = None,
+    vs_torch: bool = False,
+    torch_threads: int = 2,
+) -> dict[str, Any]:
+    """Every measurement of one run, as a flat dict (see the module docstring).
+
+    `warmup` untimed steps, then `reps` timed repetitions of `steps_per_rep` steps each.
+    `peak_tflops`, the device's nominal dense peak for the dtype, adds model-FLOPs utilisation
+    `mfu`. Raises ValueError when `vs_torch` has no PyTorch reference for the model.
+    """
+    if vs_torch:  # first: a model without a PyTorch reference fails before any timing
+        torch_threads = torch_reference.set_threads(torch_threads)
+        torch_step = torch_reference.TorchTrainStep(workload)
+        first = time_calls({"torch": torch_step.step}, reps=1)["torch"]
+    peak = matmul_gflops(matmul_size)
+    jax_step = JaxTrainStep(workload)
+    # Conventional count from the unscanned model (costs.py sees a scanned body only once).
+    cost_model = models.get_model(
+        workload.model, num_classes=workload.num_classes, **workload.model_kwargs(scan=False)
+    )
+    macs = costs.model_cost(cost_model, workload.input_shape).macs
+    steps = {"jax": jax_step.step}
+    if vs_torch:
+        steps["torch"] = torch_step.step
+    timings = time_calls(steps, reps=reps, warmup=warmup, number=steps_per_rep)
+    jax_ips = timings["jax"].rates(workload.batch_size)
+    images_per_s = statistics.median(jax_ips)
+    gflops = images_per_s * 3 * 2 * macs / 1e9
+    pipe_ips = pipeline_images_per_s(
+        dataset,
+        batch_size=workload.batch_size,
+        batches=pipeline_batches,
+        seed=workload.seed,
+        data_dir=data_dir,
+    )
+    out: dict[str, Any] = {
+        "model": workload.model,
+        "batch_size": workload.batch_size,
+        "dtype": workload.dtype,
+        "scan": workload.scan,
+        "kernels": workload.kernels,
+        "onednn": onednn.use_onednn(jax_step.model.kernels),
+        "width": workload.width,
+        "params": jax_step.params,
+        "macs_per_image": int(macs),
+        "images_per_s": images_per_s,
+        "step_ms": 1e3 * workload.batch_size / images_per_s,
+        "images_per_s_reps": jax_ips,
+        "gflops": gflops,
+        "peak_gflops": peak,
+        "pct_of_peak": 100 * gflops / peak,
+        "mfu": gflops / (1e3 * peak_tflops) if peak_tflops else None,
+        "mfu_peak_tflops": peak_tflops,
+        "compile_s": jax_step.compile_s,
+        "pipeline_images_per_s": pipe_ips,
+        "pipeline_ratio": pipe_ips / images_per_s,
+        "dataset": dataset,
+        "jax_version": jax.__version__,
+        "backend": jax.default_backend(),
+        "xla_flags": os.environ.get("XLA_FLAGS", ""),
+        "cpu_count": os.cpu_count(),
+        "load_avg_1m": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
+    }
+    if vs_torch:
+        torch_ips = timings["torch"].rates(workload.batch_size)
+        torch_median = statistics.median(torch_ips)
+        jax_s, torch_s = timings["jax"].seconds, timings["torch"].seconds
+        out.update(
+            torch_images_per_s=torch_median,
+            torch_images_per_s_reps=torch_ips,
+            torch_gflops=torch_median * 3 * 2 * macs / 1e9,
+            torch_params=torch_step.params,
+            torch_threads=torch_threads,
+            torch_version=torch_reference.import_torch().__version__,
+            torch_first_step_s=first.median,
+            ratio_jax_over_torch=images_per_s / torch_median,
+            ratio_jax_over_torch_paired=statistics.median(
+                t / j for j, t in zip(jax_s, torch_s, strict=True)
+            ),
+        )
+    return out
+
+
+def format_report(r: dict[str, Any]) -> str:
+    """`benchmark`'s dict as a title line and a table of the measurements."""
+    title = (
+        f"{r['model']}  batch {r['batch_size']}  {r['dtype']}{'  scan' if r['scan'] else ''}  "
+        f"kernels {'oneDNN' if r['onednn'] else 'XLA'}  ({r['params']:,} params, "
+        f"{r['macs_per_image'] / 1e6:.1f}M mult-adds/image)"
+    )
+    rows = [
+        ("train step", f"{r['images_per_s']:.1f}", "images/s", f"{r['step_ms']:.1f} ms/step"),
+        (
+            "achieved",
+            f"{r['gflops']:.1f}",
+            "GFLOP/s",
+            f"{r['pct_of_peak']:.1f}% of f32 matmul {r['peak_gflops']:.1f} GFLOP/s",
+        ),
+    ]
+    if r["mfu"] is not None:
+        rows.append(("MFU", f"{100 * r['mfu']:.1f}", "%", f"of {r['mfu_peak_tflops']:g} TFLOP/s"))
+    rows += [
+        ("first compile", f"{r['compile_s']:.2f}", "s", ""),
+        (
+            "input pipeline",
+            f"{r['pipeline_images_per_s']:.1f}",
+            "images/s",
+            f"{r['dataset']}, augment; {r['pipeline_ratio']:.1f}x the train step",
+        ),
+    ]
+    if "torch_images_per_s" in r:
+        rows += [
+            (
+                f"PyTorch {r['torch_version']}",
+                f"{r['torch_images_per_s']:.1f}",
+                "images/s",
+                f"{r['torch_gflops']:.1f} GFLOP/s, {r['torch_threads']} threads",
+            ),
+            (
+                "JAX / PyTorch",
+                f"{r['ratio_jax_over_torch']:.2f}",
+                "x",
+                f"median of paired reps {r['ratio_jax_over_torch_paired']:.2f}x",
+            ),
+        ]
+    table = format_table(("measurement", "value", "unit", ""), rows, align="<><<")
+    return f"{title}\n{table}"
