@@ -1,0 +1,63 @@
+"""Trains any registry model on any TFDS image dataset with the engine (no study around it).
+
+    python -m experiments.train --config.model=resnet20 --config.dataset=cifar10 \\
+        --config.num_steps=2000 --workdir=runs/train_resnet20
+    python -m experiments.train --config.model=lenet5 --config.dataset=fashion_mnist \\
+        --config.augment=False --config.data_dir=../shared/tfds --workdir=runs/lenet5_fashion
+    python -m experiments.train --config=experiments/train.py:smoke --config.dataset=synthetic
+
+Every key of `cnn_cases.defaults.default_config` is a --config.KEY=VALUE flag; a model's
+constructor options (`model_kwargs`, empty here) go in a config file of your own whose
+get_config starts from this one. The dataset is decoded once into host memory: any TFDS
+dataset of fixed-size uint8 images with class labels (mnist, fashion_mnist, cifar10, cifar100,
+svhn_cropped, ...). Writes the run directory (`cnn_cases.rundir`) to --workdir; rerunning
+resumes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import jax
+import ml_collections
+from absl import app, flags
+
+from cnn_cases import defaults, rundir, tables, train
+from cnn_cases.studies import common as study_common
+from experiments import common
+
+PRESETS = ("default", "smoke")
+
+
+def get_config(preset: str | None = None) -> ml_collections.ConfigDict:
+    """`default`: the engine's defaults (He et al.'s CIFAR recipe, 64k steps); `smoke`: 3 steps."""
+    c = defaults.default_config()
+    c.preset = study_common.check_preset(preset, PRESETS) or "default"
+    if c.preset == "smoke":
+        smoke = study_common.smoke(study_common.base_config())
+        c.update({k: v for k, v in smoke.items() if k in c and k != "preset"})
+    return c
+
+
+def run(config: ml_collections.ConfigDict, workdir: str) -> rundir.RunResult | None:
+    """Trains `config.model` on `config.dataset` into `workdir`; prints the final errors."""
+    result = train.train_and_evaluate(config, workdir)
+    if result is not None and jax.process_index() == 0:
+        rows = [(config.model, config.dataset, f"{result.params:,}", result.steps)]
+        rows[0] += tuple(f"{100 * e:.2f}%" for e in (result.train_error, result.test_error))
+        header = ("model", "dataset", "params", "steps", "train err", "test err")
+        print(tables.format_table(header, rows, align="<<>>>>"))
+    return result
+
+
+def main(argv: Sequence[str]) -> None:
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    common.quiet_logs()
+    common.initialize_distributed()
+    run(flags.FLAGS.config, flags.FLAGS.workdir)
+
+
+if __name__ == "__main__":
+    _, parse = common.define_flags(__file__, get_config, "runs/train")
+    common.run(main, flags_parser=parse)
