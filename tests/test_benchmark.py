@@ -59,7 +59,6 @@ def test_benchmark_json_keys_and_values(tiny):
 
 
 def test_benchmark_vs_torch(benchmark):
-    pytest.importorskip("torch")
     r = _run(benchmark, [*_TINY, "--vs_torch"])
     _positive_finite(r, (*KEYS, "torch_images_per_s", "ratio_jax_over_torch"))
     assert r["torch_params"] == r["params"]  # the reference is the same net

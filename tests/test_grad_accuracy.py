@@ -43,7 +43,6 @@ def test_float64_needs_x64_at_start():
 
 
 def test_torch_f32_gradient_is_close_to_its_float64():
-    pytest.importorskip("torch")
     r = gradients.torch_gradient_error(_TINY)
     assert 0 < r["relative_error"] < 1e-4, r
     assert r["worst_tensor"].startswith(("conv_init", "bn_init", "stage", "head"))

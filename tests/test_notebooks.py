@@ -3,10 +3,9 @@
 import glob
 import os
 
+import nbclient
+import nbformat
 import pytest
-
-nbclient = pytest.importorskip("nbclient")
-nbformat = pytest.importorskip("nbformat")
 
 NOTEBOOKS = sorted(glob.glob(os.path.join(os.path.dirname(__file__), "..", "notebooks", "*.ipynb")))
 EXPERIMENTS = ("resnet_depth", "inception_bottleneck", "googlenet_aux", "lenet5")
@@ -14,7 +13,7 @@ EXPERIMENTS = ("resnet_depth", "inception_bottleneck", "googlenet_aux", "lenet5"
 
 def test_there_is_a_tour_and_one_notebook_per_experiment():
     names = {os.path.basename(p).removesuffix(".ipynb") for p in NOTEBOOKS}
-    assert names >= {"tour", *EXPERIMENTS}
+    assert names >= {"tour", "pretrained", *EXPERIMENTS}
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: os.path.basename(p))
@@ -24,6 +23,7 @@ def test_notebook_runs_top_to_bottom(path, tmp_path, monkeypatch):
     flags = ["--config.dataset=synthetic"]
     monkeypatch.setenv("CNN_CASES_WORKDIR", str(tmp_path))
     monkeypatch.setenv("JAX_PLATFORMS", "cpu")
+    monkeypatch.setenv("CNN_CASES_OFFLINE", "1")  # pretrained.ipynb: random weights, no download
     name = os.path.basename(path).removesuffix(".ipynb")
     if name == "resnet_depth":
         flags.append("--config.depths=8")  # one plain and one residual net

@@ -55,7 +55,6 @@ def _torch_layout(shape):
 
 
 def test_torch_reference_mirrors_the_flax_names_and_shapes():
-    pytest.importorskip("torch")
     model = models.get_model("resnet8", width=4)
     variables = jax.eval_shape(
         lambda: model.init(jax.random.PRNGKey(0), jnp.zeros((1, *models.CIFAR)), train=True)

@@ -69,7 +69,6 @@ def test_distinct_convs_from_the_cost_geometry():
 
 
 def test_vs_torch(profile_convs):
-    pytest.importorskip("torch")
     r = _run(profile_convs, [*_TINY, "--vs_torch"])
     assert r["torch"]["step_ms"] > 0
     assert all(row["torch_dw_ms"] > 0 for row in r["layers"])

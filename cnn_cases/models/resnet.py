@@ -26,6 +26,11 @@ from cnn_cases.models.layers import (
 
 ModuleDef = Any
 
+# 3x3 convolutions pad one pixel on every side, as torchvision, Caffe and He et al.'s CIFAR
+# code do. Flax's "SAME" pads a stride-2 convolution on an even input by 0 before and 1 after:
+# another function (and, for option A, off by one pixel from the shortcut's x[::2, ::2]).
+PAD_3X3 = ((1, 1), (1, 1))
+
 
 def shortcut_a(x: jax.Array, filters: int, strides: int) -> jax.Array:
     """Option A: identity, subsampled by `strides`, extra channels zero-padded (no parameters)."""
@@ -57,9 +62,9 @@ class ResidualBlock(nn.Module):
     last_norm: ClassVar[str] = "bn2"
 
     def branch(self, x: jax.Array) -> jax.Array:
-        y = self.conv(self.filters, (3, 3), self.strides, name="conv1")(x)
+        y = self.conv(self.filters, (3, 3), self.strides, padding=PAD_3X3, name="conv1")(x)
         y = self.norm(name="bn1", act=self.act)(y)
-        return self.conv(self.filters, (3, 3), name="conv2")(y)
+        return self.conv(self.filters, (3, 3), padding=PAD_3X3, name="conv2")(y)
 
     def _last_scale_init(self) -> Callable[..., jax.Array]:
         # Zero-init only where a shortcut carries the signal; a plain net would go dead.
@@ -96,7 +101,7 @@ class BottleneckBlock(ResidualBlock):
     def branch(self, x: jax.Array) -> jax.Array:
         y = self.conv(self.filters, (1, 1), name="conv1")(x)
         y = self.norm(name="bn1", act=self.act)(y)
-        y = self.conv(self.filters, (3, 3), self.strides, name="conv2")(y)
+        y = self.conv(self.filters, (3, 3), self.strides, padding=PAD_3X3, name="conv2")(y)
         y = self.norm(name="bn2", act=self.act)(y)
         return self.conv(self.filters * 4, (1, 1), name="conv3")(y)
 
@@ -139,7 +144,7 @@ class ResNet(nn.Module):
             x = norm(name="bn_init", act=self.act)(x)
             x = Pool("max", 3, 2, padding=((1, 1), (1, 1)), name="pool_init")(x)
         else:
-            x = conv(self.widths[0], (3, 3), name="conv_init")(x)
+            x = conv(self.widths[0], (3, 3), padding=PAD_3X3, name="conv_init")(x)
             x = norm(name="bn_init", act=self.act)(x)
         for i, (size, width) in enumerate(zip(self.stage_sizes, self.widths, strict=True)):
             block = functools.partial(

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import functools
 import re
+import sys
 import types
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -44,6 +45,31 @@ def import_torch() -> types.ModuleType:
     except ImportError:
         raise ValueError("the PyTorch reference needs PyTorch: pip install -e '.[bench]'") from None
     return torch
+
+
+def import_torchvision() -> types.ModuleType:
+    """`torchvision`, also beside the CPU build of torch.
+
+    torchvision's wheel is built against the CUDA build of torch. Beside the CPU build its
+    compiled ops (nms, roi_align, ...) do not load, and `import torchvision` then stops while
+    registering fake kernels for two of them ("operator torchvision::nms does not exist"). The
+    model code never calls those ops: declaring their two schemas lets the import finish.
+    """
+    torch = import_torch()
+    try:
+        import torchvision
+    except ImportError:
+        raise ValueError("this needs torchvision: pip install -e '.[test]'") from None
+    except RuntimeError as e:
+        if "torchvision::" not in str(e):
+            raise
+        for module in [m for m in sys.modules if m.split(".")[0] == "torchvision"]:
+            del sys.modules[module]
+        for op in ("nms", "qnms"):
+            schema = "(Tensor dets, Tensor scores, float iou_threshold) -> Tensor"
+            torch.library.define(f"torchvision::{op}", schema)
+        import torchvision
+    return torchvision
 
 
 @functools.cache

@@ -91,6 +91,23 @@ def variant_config(
     return c
 
 
+def cifar_depth(name: str) -> int:
+    """D of `plainD` / `resnetD`."""
+    return int(name.removeprefix("resnet").removeprefix("plain"))
+
+
+def cifar_net_config(config: ml_collections.ConfigDict, name: str) -> ml_collections.ConfigDict:
+    """`plainD` / `resnetD` of a study with the CIFAR keys width, shortcut, zero_init_residual
+    and warmup_from_depth (He et al.: only ResNet-110 and deeper warm up)."""
+    kwargs: dict[str, Any] = {"width": config.width, "shortcut": config.shortcut}
+    if name.startswith("resnet") and config.zero_init_residual:
+        kwargs["zero_init_residual"] = True
+    c = variant_config(config, name, **kwargs)
+    if cifar_depth(name) < config.warmup_from_depth:
+        c.warmup_steps = 0
+    return c
+
+
 def say(config: ml_collections.ConfigDict) -> Callable[[str], None]:
     """print on process 0 when `config.verbose`, else nothing."""
     if config.verbose and jax.process_index() == 0:
