@@ -111,3 +111,55 @@ def cost_error_figure(
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def why_resnets_figure(
+    results: Mapping[str, Any],
+    curves: Mapping[str, Sequence[Mapping[str, float]]],
+    path: str,
+    *,
+    title: str = "",
+) -> None:
+    """2x2: training on after deepening; He et al. Figure 7 by layer and sorted; |dL/dW|."""
+    fig, axes = plt.subplots(2, 2, figsize=(12, 8.4))
+    (cont, gnorm), (by_layer, ranked) = axes
+    plot_curves(cont, curves, (("train_error", "--", "train"), ("test_error", "-", "test")))
+    for name, r in results["identity"].items():
+        cont.axhline(100 * r["deep_test_error"], color="grey", ls=":", lw=1)
+        cont.annotate(f"{name} at the start", (0, 100 * r["deep_test_error"]), fontsize=7)
+    cont.set_title("training on after appending W = 0, b = 0 blocks", fontsize=10)
+    colours = _colours(len(results["responses"]), "tab10")
+    for colour, (name, stds) in zip(colours, results["responses"].items(), strict=True):
+        style = "-" if name.startswith("resnet") else "--"
+        by_layer.plot(range(1, len(stds) + 1), stds, style, color=colour, label=name)
+        ranked.plot(
+            range(1, len(stds) + 1), sorted(stds, reverse=True), style, color=colour, label=name
+        )
+    by_layer.set_xlabel("layer index (original order)")
+    ranked.set_xlabel("layer index (sorted by magnitude)")
+    for ax in (by_layer, ranked):
+        ax.set_ylabel("std of the 3x3 layer's response")
+        ax.set_title("He et al. Figure 7: plain dashed, ResNet solid", fontsize=10)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    for i, (name, g) in enumerate(results["gradients"].items()):
+        for when, norms in g.items():
+            style = "-" if when == "trained" else ":"
+            gnorm.plot(
+                range(1, len(norms) + 1),
+                norms,
+                style,
+                color=_colours(2, "tab10")[i],
+                label=f"{name} {when}",
+            )
+    gnorm.set_yscale("log", nonpositive="mask")
+    gnorm.set_xlabel("conv layer (input to output)")
+    gnorm.set_ylabel("|dL/dW|")
+    gnorm.set_title("gradient norm per layer, one batch", fontsize=10)
+    gnorm.grid(alpha=0.3, which="both")
+    gnorm.legend(fontsize=8)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

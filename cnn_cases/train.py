@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import time
+from collections.abc import Mapping
 from typing import Any
 
 import flax.linen as nn
@@ -55,14 +56,19 @@ def make_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransform
 
 
 def create_train_state(
-    model: nn.Module, config: ml_collections.ConfigDict, image_shape: tuple[int, ...]
+    model: nn.Module,
+    config: ml_collections.ConfigDict,
+    image_shape: tuple[int, ...],
+    variables: Mapping[str, Any] | None = None,
 ) -> TrainState:
-    """Initialises parameters (auxiliary heads included) from config.seed."""
-    key = jax.random.PRNGKey(config.seed)
-    x = jnp.zeros((1, *image_shape), jnp.float32)
-    variables = jax.jit(functools.partial(model.init, train=True))(
-        {"params": key, "dropout": jax.random.fold_in(key, 1)}, x
-    )
+    """A fresh optimiser over `variables`, or over parameters (auxiliary heads included)
+    initialised from config.seed."""
+    if variables is None:
+        key = jax.random.PRNGKey(config.seed)
+        x = jnp.zeros((1, *image_shape), jnp.float32)
+        variables = jax.jit(functools.partial(model.init, train=True))(
+            {"params": key, "dropout": jax.random.fold_in(key, 1)}, x
+        )
     return TrainState.create(
         apply_fn=model.apply,
         params=variables["params"],
@@ -185,12 +191,14 @@ def train_and_evaluate(
     workdir: str,
     *,
     stop_after: int | None = None,
+    init_variables: Mapping[str, Any] | None = None,
 ) -> RunResult | None:
     """Trains `config.model` on `config.dataset`, checkpointing and logging into `workdir`.
 
     Rerunning with the same workdir resumes from the latest checkpoint, or returns the stored
     result of a finished run. `stop_after` ends the process's work after that many steps (as an
-    interruption would), returning None; the next call resumes.
+    interruption would), returning None; the next call resumes. `init_variables` ({"params",
+    "batch_stats"}) replace the initialisation from `config.seed` (a checkpoint still wins).
     """
     rundir.check_workdir(workdir)
     rundir.check_config(workdir, config, defaults.RESUMABLE_KEYS)
@@ -201,7 +209,8 @@ def train_and_evaluate(
     data = _load_data(config, workdir)
     model = defaults.create_model(config, data.train.num_classes)
     mesh = parallel.create_mesh()
-    state = parallel.replicate(mesh, create_train_state(model, config, data.image_shape))
+    state = create_train_state(model, config, data.image_shape, init_variables)
+    state = parallel.replicate(mesh, state)
     run = _Run(config, workdir, data, mesh, models.has_aux_heads(model))
     state, start = run.restore(state)
     end = config.num_steps if stop_after is None else min(config.num_steps, start + stop_after)

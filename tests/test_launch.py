@@ -7,9 +7,9 @@ import sys
 import pytest
 
 from cnn_cases import launch
-from cnn_cases.studies import googlenet_aux, inception_bottleneck, lenet5, resnet_depth
+from cnn_cases.studies import googlenet_aux, inception_bottleneck, lenet5, resnet_depth, why_resnets
 
-STUDIES = (resnet_depth, inception_bottleneck, googlenet_aux, lenet5)
+STUDIES = (resnet_depth, inception_bottleneck, googlenet_aux, lenet5, why_resnets)
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 

@@ -8,7 +8,7 @@ import nbformat
 import pytest
 
 NOTEBOOKS = sorted(glob.glob(os.path.join(os.path.dirname(__file__), "..", "notebooks", "*.ipynb")))
-EXPERIMENTS = ("resnet_depth", "inception_bottleneck", "googlenet_aux", "lenet5")
+EXPERIMENTS = ("resnet_depth", "inception_bottleneck", "googlenet_aux", "lenet5", "why_resnets")
 
 
 def test_there_is_a_tour_and_one_notebook_per_experiment():
@@ -32,7 +32,7 @@ def test_notebook_runs_top_to_bottom(path, tmp_path, monkeypatch):
     source = "\n".join(c.source for c in nb.cells if c.cell_type == "code")
     assert "%pip install" in source and 'find_spec("cnn_cases") is None' in source
     nbclient.NotebookClient(
-        nb, timeout=120, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}
+        nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}
     ).execute()
     outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])]
     assert not [o for o in outputs if o.output_type == "error"]

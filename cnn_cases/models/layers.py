@@ -65,6 +65,7 @@ class BatchNorm(nn.BatchNorm):
         act = self.act or (lambda y: y)
         if not (self._supported(x, mask) and onednn.use_onednn(self.kernels)):
             y = super().__call__(x, use_running_average, mask=mask)
+            self.sow("intermediates", "response", y)  # kept only if "intermediates" is mutable
             return act(y if residual is None else y + residual)
         use_running_average = nn.merge_param(
             "use_running_average", self.use_running_average, use_running_average

@@ -4,6 +4,7 @@
     inception_bottleneck  Inception modules with and without 1x1 bottlenecks
     googlenet_aux         GoogLeNet trained with and without its auxiliary classifiers
     lenet5                LeNet-5 classic (tanh, average pooling) vs modern (ReLU, max pooling)
+    why_resnets           the identity argument on trained nets, He et al. Figure 7, gradients
 
 Every study module has the same small interface:
 
