@@ -140,8 +140,8 @@ def _trained(config: ml_collections.ConfigDict, workdir: str, stop_after: int | 
     return runs, variables
 
 
-def _test_images(config: ml_collections.ConfigDict, limit: int) -> tuple[Any, Any, Any]:
-    """(images, labels) of the first `limit` test images, normalised as in training; mean."""
+def _test_images(config: ml_collections.ConfigDict, limit: int) -> tuple[Any, Any]:
+    """(images, labels) of the first `limit` test images, normalised as in training."""
     train_split = common.load_train_split(config)
     mean = splits.per_pixel_mean(train_split.images) if config.mean_subtract else None
     test = splits.downsample(
@@ -154,7 +154,7 @@ def _test_images(config: ml_collections.ConfigDict, limit: int) -> tuple[Any, An
     images, labels, _ = next(
         input_pipeline.eval_batches(test, batch_size=limit, mean=mean, pad_to=config.pad_to)
     )
-    return jnp.asarray(images), jnp.asarray(labels), mean
+    return jnp.asarray(images), jnp.asarray(labels)
 
 
 def identity(
@@ -194,7 +194,7 @@ def run(
     runs, variables = _trained(config, workdir, stop_after)
     if runs is None:
         return None
-    images, labels, _ = _test_images(config, config.probe_examples)
+    images, labels = _test_images(config, config.probe_examples)
     ident = identity(config, variables, images, labels)
     deep = deep_depth(config)
     results: dict[str, Any] = {"identity": {}, "continued": {}, "responses": {}, "gradients": {}}
