@@ -25,6 +25,9 @@ RESUMABLE_KEYS = frozenset(
     }
 )
 
+# Keys newer than some stored configs, with the value a config.json without them means.
+ADDED_KEYS = {"seeds": 1}
+
 
 def default_config() -> ml_collections.ConfigDict:
     """Every knob of a run; experiments start from this and override."""
@@ -57,6 +60,7 @@ def default_config() -> ml_collections.ConfigDict:
     c.weight_decay = 1e-4
     c.aux_loss_weight = 0.3
     c.seed = 0
+    c.seeds = 1  # train seeds seed .. seed + seeds - 1 as one vmapped program (train_seeds)
     c.log_every = 100
     c.eval_every = 0  # 0: evaluate only at the end
     c.curve_eval_examples = 2_000  # train/test examples per intermediate evaluation

@@ -168,8 +168,41 @@ class Pipeline:
         device transfer) there so it overlaps compute. Its exceptions re-raise in the consumer;
         ``close()`` (or dropping the iterator) stops it.
         """
-        produce = self.batch if put is None else (lambda step: put(self.batch(step)))
-        return _Prefetcher(produce, range(start_step, start_step + num_steps), prefetch)
+        return _iterate(self.batch, start_step, num_steps, prefetch, put)
+
+
+class StackedPipeline:
+    """Several pipelines (one per seed) whose batches are stacked on a new leading axis:
+    float32 (seeds, b, H', W', C), int32 (seeds, b)."""
+
+    def __init__(self, pipelines: list[Pipeline]) -> None:
+        self.pipelines = pipelines
+
+    def batch(self, step: int) -> tuple[np.ndarray, np.ndarray]:
+        images, labels = zip(*(p.batch(step) for p in self.pipelines), strict=True)
+        return np.stack(images), np.stack(labels)
+
+    def iterate(
+        self,
+        start_step: int,
+        num_steps: int,
+        *,
+        prefetch: int = 2,
+        put: Callable[[tuple[np.ndarray, np.ndarray]], Any] | None = None,
+    ) -> Iterator[Any]:
+        """As :meth:`Pipeline.iterate`, over the stacked batches."""
+        return _iterate(self.batch, start_step, num_steps, prefetch, put)
+
+
+def _iterate(
+    batch: Callable[[int], tuple[np.ndarray, np.ndarray]],
+    start_step: int,
+    num_steps: int,
+    prefetch: int,
+    put: Callable[[tuple[np.ndarray, np.ndarray]], Any] | None,
+) -> _Prefetcher:
+    produce = batch if put is None else (lambda step: put(batch(step)))
+    return _Prefetcher(produce, range(start_step, start_step + num_steps), prefetch)
 
 
 _DONE, _ITEM, _ERROR = range(3)

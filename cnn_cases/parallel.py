@@ -71,9 +71,12 @@ def check_batch_size(batch_size: int, what: str = "batch_size") -> None:
         )
 
 
-def global_batch(mesh: Mesh, *local: np.ndarray) -> tuple[jax.Array, ...]:
-    """Assembles each process's slice of the batch into one global array sharded on `data`."""
-    sharding = data_sharding(mesh)
+def global_batch(mesh: Mesh, *local: np.ndarray, batch_axis: int = 0) -> tuple[jax.Array, ...]:
+    """Assembles each process's slice of the batch into one global array sharded on `data`.
+
+    `batch_axis` is the axis the batch is on (1 for batches stacked over seeds)."""
+    spec = PartitionSpec(*([None] * batch_axis), DATA_AXIS)
+    sharding = NamedSharding(mesh, spec)
     return tuple(jax.make_array_from_process_local_data(sharding, x) for x in local)
 
 

@@ -7,6 +7,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import matplotlib
+import numpy as np
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
@@ -29,14 +30,20 @@ def plot_curves(
     *,
     colormap: str = "tab10",
 ) -> None:
-    """On `ax`: one colour per run, one line style per key, errors in % against steps."""
+    """On `ax`: one colour per run, one line style per key, errors in % against steps.
+
+    Rows with `<key>_std` (means over seeds) get a band of ± one standard deviation."""
     colours = _colours(len(curves), colormap)
     for colour, (name, rows) in zip(colours, curves.items(), strict=True):
         for key, style, label in keys:
-            pts = [(r["step"], 100 * r[key]) for r in rows if key in r]
+            pts = [
+                (r["step"], 100 * r[key], 100 * r.get(f"{key}_std", 0)) for r in rows if key in r
+            ]
             if pts:
-                xs, ys = zip(*pts, strict=True)
+                xs, ys, sds = map(np.asarray, zip(*pts, strict=True))
                 ax.plot(xs, ys, style, color=colour, marker=".", label=f"{name} {label}")
+                if any(f"{key}_std" in r for r in rows):
+                    ax.fill_between(xs, ys - sds, ys + sds, color=colour, alpha=0.15, lw=0)
     ax.set_xlabel("iterations")
     ax.set_ylabel("error (%)")
     ax.grid(alpha=0.3)

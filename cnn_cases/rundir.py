@@ -6,7 +6,8 @@
       tensorboard/      the same scalars as event files (when TensorFlow is installed)
       mean.npy          the per-pixel training mean the run normalises with
       checkpoints/      Orbax checkpoints of the train state, by step
-      result.json       written once, when the run has finished (`RunResult`)
+      result.json       written once, when the run has finished (`RunResult`; a list of them,
+                        one per seed, for a run of several seeds)
 
 Only process 0 writes files; every process reads them.
 """
@@ -70,17 +71,21 @@ def read_json(path: str) -> Any:
 
 
 def check_config(
-    workdir: str, config: ml_collections.ConfigDict, resumable: Collection[str] = ()
+    workdir: str,
+    config: ml_collections.ConfigDict,
+    resumable: Collection[str] = (),
+    added: Mapping[str, Any] | None = None,
 ) -> None:
     """A workdir belongs to one config: resuming with another would mix two runs.
 
     Writes `config.json` on first use; later raises a one-line ValueError naming every key
     that differs, except the `resumable` keys (logging, paths: they may change on resume).
+    `added` holds keys newer than some stored configs, with the value an older config means.
     """
     path = os.path.join(workdir, "config.json")
     new = json.loads(config.to_json())
     if os.path.exists(path):
-        old = read_json(path)
+        old = {**(added or {}), **read_json(path)}
         diff = sorted(
             k for k in set(old) | set(new) if k not in resumable and old.get(k) != new.get(k)
         )
@@ -93,14 +98,31 @@ def check_config(
     write_json(path, dict(sorted(new.items())))
 
 
-def read_result(workdir: str) -> RunResult | None:
-    """The stored result of a finished run; None while it has not finished."""
+def read_results(workdir: str) -> list[RunResult] | None:
+    """The stored results of a finished run, one per seed; None while it has not finished."""
     path = os.path.join(workdir, "result.json")
-    return RunResult(**read_json(path)) if os.path.exists(path) else None
+    if not os.path.exists(path):
+        return None
+    stored = read_json(path)
+    return [RunResult(**r) for r in (stored if isinstance(stored, list) else [stored])]
+
+
+def read_result(workdir: str) -> RunResult | None:
+    """The stored result of a finished one-seed run; None while it has not finished."""
+    results = read_results(workdir)
+    if results is not None and len(results) != 1:
+        raise ValueError(f"{workdir!r} holds {len(results)} seeds; read them with read_results")
+    return None if results is None else results[0]
+
+
+def write_results(workdir: str, results: list[RunResult]) -> None:
+    """`result.json`: the result (one seed) or the list of results (several seeds)."""
+    stored = [dataclasses.asdict(r) for r in results]
+    write_json(os.path.join(workdir, "result.json"), stored[0] if len(stored) == 1 else stored)
 
 
 def write_result(workdir: str, result: RunResult) -> None:
-    write_json(os.path.join(workdir, "result.json"), dataclasses.asdict(result))
+    write_results(workdir, [result])
 
 
 def read_metrics(workdir: str, kind: str | None = None) -> list[dict[str, Any]]:
@@ -137,14 +159,18 @@ class MetricsWriter:
         except ImportError:  # TensorFlow is optional for the event files only
             self._tb = None
 
-    def write(self, step: int, kind: str, values: Mapping[str, float]) -> None:
+    def write(self, step: int, kind: str, values: Mapping[str, Any]) -> None:
         if not self.enabled:
             return
         with open(self._path, "a") as f:
             f.write(json.dumps({"step": step, "kind": kind, **values}) + "\n")
         if self._tb is not None:
             for k, v in values.items():
-                self._tb.scalar(f"{kind}/{k}", v, step)
+                if isinstance(v, list):  # one value per seed
+                    for i, x in enumerate(v):
+                        self._tb.scalar(f"{kind}/{k}/seed_{i}", x, step)
+                else:
+                    self._tb.scalar(f"{kind}/{k}", v, step)
             self._tb.flush()
 
     def close(self) -> None:

@@ -1,9 +1,11 @@
-"""Training engine: `train_and_evaluate(config, workdir)`.
+"""Training engine: `train_and_evaluate(config, workdir)` and `train_seeds(config, workdir)`.
 
 Pure `train_step` / `eval_step` functions, jitted over a device mesh (batch on
 `data`, state replicated, buffers donated); SGD with momentum, L2 weight decay
 and a piecewise-constant schedule; Orbax checkpoints; resumable to the same
-numbers because batch `s` depends only on (seed, s).
+numbers because batch `s` depends only on (seed, s). `train_seeds` trains
+`config.seeds` seeds as one program: their states stacked on a leading axis and
+the steps `jax.vmap`-ed, each seed with its own initialisation and data order.
 """
 
 from __future__ import annotations
@@ -64,17 +66,56 @@ def create_train_state(
     """A fresh optimiser over `variables`, or over parameters (auxiliary heads included)
     initialised from config.seed."""
     if variables is None:
-        key = jax.random.PRNGKey(config.seed)
-        x = jnp.zeros((1, *image_shape), jnp.float32)
-        variables = jax.jit(functools.partial(model.init, train=True))(
-            {"params": key, "dropout": jax.random.fold_in(key, 1)}, x
-        )
+        variables = _initializer(model, image_shape)(config.seed)
     return TrainState.create(
         apply_fn=model.apply,
         params=variables["params"],
         batch_stats=variables.get("batch_stats", {}),
         tx=make_optimizer(config),
     )
+
+
+def _initializer(model: nn.Module, image_shape: tuple[int, ...]) -> Any:
+    """seed -> the model's variables (auxiliary heads included) initialised from that seed."""
+    init = jax.jit(functools.partial(model.init, train=True))
+    x = jnp.zeros((1, *image_shape), jnp.float32)
+
+    def variables(seed: int) -> Any:
+        key = jax.random.PRNGKey(seed)
+        return init({"params": key, "dropout": jax.random.fold_in(key, 1)}, x)
+
+    return variables
+
+
+def seed_list(config: ml_collections.ConfigDict) -> list[int]:
+    """The seeds a config trains: config.seed, config.seed + 1, ... (config.seeds of them)."""
+    if not isinstance(config.seeds, int) or config.seeds < 1:
+        raise ValueError(f"seeds={config.seeds!r} must be a whole number >= 1")
+    return [config.seed + k for k in range(config.seeds)]
+
+
+def create_seed_states(
+    model: nn.Module, config: ml_collections.ConfigDict, image_shape: tuple[int, ...]
+) -> TrainState:
+    """One TrainState per seed of `seed_list(config)`, each initialised as a run with that
+    seed alone would be, stacked on a new leading axis."""
+    init = _initializer(model, image_shape)
+    return stack(
+        [create_train_state(model, config, image_shape, init(s)) for s in seed_list(config)]
+    )
+
+
+def stack(trees: list[Any]) -> Any:
+    """Pytrees of the same structure stacked leaf by leaf on a new leading axis (the structure,
+    static fields included, is the first tree's)."""
+    leaves = [jax.tree_util.tree_leaves(t) for t in trees]
+    treedef = jax.tree_util.tree_structure(trees[0])
+    return treedef.unflatten([jnp.stack(xs) for xs in zip(*leaves, strict=True)])
+
+
+def unstack(tree: Any, index: int) -> Any:
+    """Member `index` of a tree stacked by `stack`."""
+    return jax.tree_util.tree_map(lambda x: x[index], tree)
 
 
 # ----------------------------------------------------------------------------- steps
@@ -199,37 +240,77 @@ def train_and_evaluate(
     result of a finished run. `stop_after` ends the process's work after that many steps (as an
     interruption would), returning None; the next call resumes. `init_variables` ({"params",
     "batch_stats"}) replace the initialisation from `config.seed` (a checkpoint still wins).
+    `config.seeds` must be 1 here; `train_seeds` trains several.
     """
+    if seed_list(config) != [config.seed]:
+        raise ValueError(
+            f"seeds={config.seeds}: train_and_evaluate trains one seed; use train_seeds"
+        )
+    results = _train(config, workdir, stop_after, init_variables)
+    return None if results is None else results[0]
+
+
+def train_seeds(
+    config: ml_collections.ConfigDict, workdir: str, *, stop_after: int | None = None
+) -> list[RunResult] | None:
+    """Trains seeds `seed_list(config)` of `config` into one `workdir`; one result per seed.
+
+    With several seeds their train states are stacked and every step is one `jax.vmap`-ed
+    program over them, each seed with its own initialisation, data order and dropout: seed k
+    computes what `train_and_evaluate` with `seed=k` would, up to floating-point rounding.
+    One seed is `train_and_evaluate`'s run. Resumes, and returns stored results, as it does.
+    """
+    if config.seeds == 1:
+        result = train_and_evaluate(config, workdir, stop_after=stop_after)
+        return None if result is None else [result]
+    return _train(config, workdir, stop_after, None)
+
+
+def _train(
+    config: ml_collections.ConfigDict,
+    workdir: str,
+    stop_after: int | None,
+    init_variables: Mapping[str, Any] | None,
+) -> list[RunResult] | None:
+    seeds = seed_list(config)
     rundir.check_workdir(workdir)
-    rundir.check_config(workdir, config, defaults.RESUMABLE_KEYS)
-    if (finished := rundir.read_result(workdir)) is not None:
+    rundir.check_config(workdir, config, defaults.RESUMABLE_KEYS, defaults.ADDED_KEYS)
+    if (finished := rundir.read_results(workdir)) is not None:
         return finished
     parallel.check_batch_size(config.batch_size)
     parallel.check_batch_size(config.eval_batch_size, "eval_batch_size")
     data = _load_data(config, workdir)
     model = defaults.create_model(config, data.train.num_classes)
     mesh = parallel.create_mesh()
-    state = create_train_state(model, config, data.image_shape, init_variables)
+    if len(seeds) == 1:
+        state = create_train_state(model, config, data.image_shape, init_variables)
+    else:
+        state = create_seed_states(model, config, data.image_shape)
     state = parallel.replicate(mesh, state)
-    run = _Run(config, workdir, data, mesh, models.has_aux_heads(model))
+    run = _Run(config, workdir, data, mesh, models.has_aux_heads(model), seeds)
     state, start = run.restore(state)
     end = config.num_steps if stop_after is None else min(config.num_steps, start + stop_after)
+    num_params = _count(state.params) // len(seeds)
+    seeds_note = f", seeds {seeds[0]}..{seeds[-1]} as one program" if len(seeds) > 1 else ""
     run.say(
-        f"{config.model}: {_count(state.params):,} parameters, {config.num_steps} steps of "
-        f"{config.batch_size} on {jax.device_count()} {jax.devices()[0].platform} device(s)"
+        f"{config.model}: {num_params:,} parameters, {config.num_steps} steps of "
+        f"{config.batch_size} on {jax.device_count()} {jax.devices()[0].platform} "
+        f"device(s){seeds_note}"
     )
     state = run.train(state, start, end)
     if end < config.num_steps:
         run.close()
         return None
-    result = run.final_result(state, _count(state.params))
+    results = run.final_results(state, num_params)
     run.close()
-    rundir.write_result(workdir, result)
-    run.say(
-        f"  done: train error {100 * result.train_error:.2f}%  test error "
-        f"{100 * result.test_error:.2f}%  ({_fmt_time(result.seconds)})"
-    )
-    return result
+    rundir.write_results(workdir, results)
+    for seed, r in zip(seeds, results, strict=True):
+        run.say(
+            f"  done{f' (seed {seed})' if len(seeds) > 1 else ''}: train error "
+            f"{100 * r.train_error:.2f}%  test error {100 * r.test_error:.2f}%  "
+            f"({_fmt_time(r.seconds)})"
+        )
+    return results
 
 
 def _count(params: Any) -> int:
@@ -244,7 +325,11 @@ def _fmt_time(seconds: float) -> str:
 
 
 class _Run:
-    """The parts of one run that `train_and_evaluate` strings together."""
+    """The parts of one run that `_train` strings together.
+
+    With several seeds the state carries a leading seed axis, the steps are vmapped over it,
+    batches are (seeds, batch, ...) and every metric is a list with one value per seed.
+    """
 
     def __init__(
         self,
@@ -253,19 +338,19 @@ class _Run:
         data: _Data,
         mesh: jax.sharding.Mesh,
         with_aux: bool,
+        seeds: list[int],
     ) -> None:
         self.config, self.workdir, self.data, self.mesh = config, workdir, data, mesh
+        self.seeds = seeds
         verbose = config.verbose and jax.process_index() == 0
         self.say = (lambda msg: print(msg, flush=True)) if verbose else (lambda msg: None)
-        self.p_train = parallel.SyncedJit(
-            functools.partial(train_step, aux_loss_weight=config.aux_loss_weight),
-            "train_step",
-            mesh=mesh,
-            donate_argnums=0,
-        )
-        self.p_eval = parallel.SyncedJit(
-            functools.partial(eval_step, with_aux=with_aux), "eval_step", mesh=mesh
-        )
+        step = functools.partial(_train_step, aux_loss_weight=config.aux_loss_weight)
+        evaluate = functools.partial(eval_step, with_aux=with_aux)
+        if len(seeds) > 1:
+            step = jax.vmap(step)
+            evaluate = jax.vmap(evaluate, in_axes=(0, None, None, None))
+        self.p_train = parallel.SyncedJit(step, "train_step", mesh=mesh, donate_argnums=0)
+        self.p_eval = parallel.SyncedJit(evaluate, "eval_step", mesh=mesh)
         parallel.sync("cnn_cases:setup")  # processes start the checkpoint manager together
         self.ckpt = rundir.checkpoint_manager(workdir, max_to_keep=config.keep_checkpoints)
         self.writer: rundir.MetricsWriter | None = None
@@ -283,6 +368,7 @@ class _Run:
         return state, start
 
     def evaluate(self, state: TrainState, split: splits.Split, limit: int | None) -> dict:
+        """Error and loss (with one value per seed when there are several)."""
         sums: list[Any] = []
         for images, labels, mask in input_pipeline.eval_batches(
             split,
@@ -296,37 +382,47 @@ class _Run:
             batch = parallel.global_batch(self.mesh, images, labels, mask)
             sums.append(self.p_eval(state, *batch))
         total = jax.device_get(jax.tree_util.tree_map(lambda *xs: sum(xs), *sums))
+        count = np.asarray(total["count"])
         out = {
-            "error": float(total["errors"] / total["count"]),
-            "loss": float(total["loss"] / total["count"]),
+            "error": (total["errors"] / count).tolist(),
+            "loss": (total["loss"] / count).tolist(),
         }
-        if "aux_errors" in total:
-            out["aux_errors"] = [float(e / total["count"]) for e in total["aux_errors"]]
+        if "aux_errors" in total:  # (heads,) or (seeds, heads)
+            out["aux_errors"] = (total["aux_errors"] / count[..., None]).tolist()
         return out
+
+    def _pipeline(self) -> input_pipeline.Pipeline | input_pipeline.StackedPipeline:
+        c = self.config
+        pipelines = [
+            input_pipeline.Pipeline(
+                self.data.train,
+                global_batch_size=c.batch_size,
+                seed=seed,
+                augment=c.augment,
+                mean=self.data.mean,
+                pad_to=c.pad_to,
+                crop_padding=c.crop_padding,
+                flip=c.flip,
+                process_index=jax.process_index(),
+                process_count=jax.process_count(),
+            )
+            for seed in self.seeds
+        ]
+        return pipelines[0] if len(pipelines) == 1 else input_pipeline.StackedPipeline(pipelines)
 
     def train(self, state: TrainState, start: int, end: int) -> TrainState:
         """Steps start .. end-1 with logging, curve evaluations and checkpoints."""
         c, writer = self.config, self.writer
         assert writer is not None, "restore() first"
-        pipeline = input_pipeline.Pipeline(
-            self.data.train,
-            global_batch_size=c.batch_size,
-            seed=c.seed,
-            augment=c.augment,
-            mean=self.data.mean,
-            pad_to=c.pad_to,
-            crop_padding=c.crop_padding,
-            flip=c.flip,
-            process_index=jax.process_index(),
-            process_count=jax.process_count(),
-        )
-        batches = pipeline.iterate(
+        batch_axis = 0 if len(self.seeds) == 1 else 1
+        batches = self._pipeline().iterate(
             start,
             end - start,
             prefetch=c.prefetch,
-            put=lambda b: parallel.global_batch(self.mesh, *b),
+            put=lambda b: parallel.global_batch(self.mesh, *b, batch_axis=batch_axis),
         )
-        dropout_key = jax.random.fold_in(jax.random.PRNGKey(c.seed), 2)
+        keys = [jax.random.fold_in(jax.random.PRNGKey(seed), 2) for seed in self.seeds]
+        dropout_key = keys[0] if len(keys) == 1 else jnp.stack(keys)
         pending: list[tuple[int, dict[str, jax.Array]]] = []
         last_good = start
         t_start = time.perf_counter()
@@ -334,7 +430,7 @@ class _Run:
         try:
             for step in range(start, end):
                 images, labels = next(batches)
-                state, metrics = self.p_train(state, images, labels, dropout_key=dropout_key)
+                state, metrics = self.p_train(state, images, labels, dropout_key)
                 pending.append((step, metrics))
                 done = step + 1
                 if done == start + 1:  # the first step includes compilation: rates start here
@@ -346,20 +442,22 @@ class _Run:
                 is_eval = c.eval_every and done % c.eval_every == 0
                 if not (is_log or is_ckpt or is_eval):
                     continue
-                means = _check_finite(pending, last_good, self.workdir)
+                means = _check_finite(pending, last_good, self.workdir, self.seeds)
                 pending = []
                 now = time.perf_counter()
                 if is_log and means:
                     values = {**means, "seconds": self.seconds_before + now - t_start}
                     line = (
-                        f"  step {done:>6}/{c.num_steps}  loss {means['loss']:.4f}  "
-                        f"train err {100 * means['error']:5.1f}%"
+                        f"  step {done:>6}/{c.num_steps}  loss {np.mean(means['loss']):.4f}  "
+                        f"train err {100 * np.mean(means['error']):5.1f}%"
                     )
                     if done > step_last:  # not right after the compile
                         rate = (done - step_last) * c.batch_size / max(now - t_last, 1e-9)
                         eta = (c.num_steps - done) * c.batch_size / rate
                         values["images_per_s"] = rate
                         line += f"  {rate:7.0f} img/s  ETA {_fmt_time(eta)}"
+                    if len(self.seeds) > 1:
+                        line += f"  (means of {len(self.seeds)} seeds; img/s per seed)"
                     writer.write(done, "train", values)
                     self.say(line)
                     t_last, step_last = now, done
@@ -379,28 +477,37 @@ class _Run:
             self.ckpt.wait_until_finished()
         return state
 
-    def final_result(self, state: TrainState, num_params: int) -> RunResult:
-        """Evaluates the finished state on both splits; the eval row closes the curves."""
+    def final_results(self, state: TrainState, num_params: int) -> list[RunResult]:
+        """Evaluates the finished state on both splits (one result per seed); the eval row
+        closes the curves."""
         c, writer = self.config, self.writer
         assert writer is not None, "restore() first"
         train_m = self.evaluate(state, self.data.train, c.final_train_eval_examples)
         test_m = self.evaluate(state, self.data.test, c.final_test_eval_examples)
         writer.write(c.num_steps, "eval", _eval_row(train_m, test_m))
         seconds = max([r["seconds"] for r in rundir.read_metrics(self.workdir, "train")] or [0.0])
-        return RunResult(
-            train_error=train_m["error"],
-            test_error=test_m["error"],
-            train_loss=train_m["loss"],
-            test_loss=test_m["loss"],
-            steps=c.num_steps,
-            seconds=float(seconds),
-            params=num_params,
-            curves=[
-                {k: v for k, v in r.items() if k != "kind"}
-                for r in rundir.read_metrics(self.workdir, "eval")
-            ],
-            aux_test_errors=test_m.get("aux_errors", []),
-        )
+        curves = [
+            {k: v for k, v in r.items() if k != "kind"}
+            for r in rundir.read_metrics(self.workdir, "eval")
+        ]
+        per_seed = len(self.seeds) > 1
+        pick = (lambda v, k: v[k]) if per_seed else (lambda v, k: v)
+        return [
+            RunResult(
+                train_error=pick(train_m["error"], k),
+                test_error=pick(test_m["error"], k),
+                train_loss=pick(train_m["loss"], k),
+                test_loss=pick(test_m["loss"], k),
+                steps=c.num_steps,
+                seconds=float(seconds),
+                params=num_params,
+                curves=[
+                    {n: v if n == "step" else pick(v, k) for n, v in row.items()} for row in curves
+                ],
+                aux_test_errors=pick(test_m["aux_errors"], k) if "aux_errors" in test_m else [],
+            )
+            for k in range(len(self.seeds))
+        ]
 
     def close(self) -> None:
         if self.writer is not None:
@@ -408,29 +515,54 @@ class _Run:
         self.ckpt.close()
 
 
+def _train_step(
+    state: TrainState,
+    images: jax.Array,
+    labels: jax.Array,
+    dropout_key: jax.Array,
+    *,
+    aux_loss_weight: float,
+) -> tuple[TrainState, dict[str, jax.Array]]:
+    """`train_step` with the dropout key as an argument that `vmap` maps over."""
+    return train_step(
+        state, images, labels, dropout_key=dropout_key, aux_loss_weight=aux_loss_weight
+    )
+
+
 def _check_finite(
-    pending: list[tuple[int, dict[str, jax.Array]]], last_good: int, workdir: str
-) -> dict[str, float]:
-    """Means of the pending step metrics, brought to the host; raises on a non-finite loss."""
+    pending: list[tuple[int, dict[str, jax.Array]]],
+    last_good: int,
+    workdir: str,
+    seeds: list[int],
+) -> dict[str, Any]:
+    """Means of the pending step metrics, brought to the host (one per seed when there are
+    several); raises on a non-finite loss."""
     host = jax.device_get(pending)
     for s, m in host:
-        if not np.isfinite(m["loss"]) or not m["params_finite"]:
-            what = (
-                f"loss is {float(m['loss'])}"
-                if not np.isfinite(m["loss"])
-                else f"parameters became non-finite (loss {float(m['loss']):.4g})"
-            )
-            raise NonFiniteLossError(
-                f"{what} at step {s + 1}; stopping. The last good checkpoint (step "
-                f"{last_good}) is kept in {workdir!r}; lower the learning rate or check "
-                "the input data"
-            )
+        loss, finite = np.asarray(m["loss"]), np.asarray(m["params_finite"])
+        bad = ~np.isfinite(loss) | (finite == 0)
+        if not bad.any():
+            continue
+        k = int(np.argmax(bad.reshape(-1)))
+        lk = float(loss.reshape(-1)[k])
+        what = (
+            f"loss is {lk}"
+            if not np.isfinite(lk)
+            else f"parameters became non-finite (loss {lk:.4g})"
+        )
+        seed = f" (seed {seeds[k]})" if len(seeds) > 1 else ""
+        raise NonFiniteLossError(
+            f"{what} at step {s + 1}{seed}; stopping. The last good checkpoint (step "
+            f"{last_good}) is kept in {workdir!r}; lower the learning rate or check "
+            "the input data"
+        )
     keys = [k for k in host[0][1] if k != "params_finite"] if host else []
-    return {k: float(np.mean([m[k] for _, m in host])) for k in keys}
+    return {k: np.mean([m[k] for _, m in host], axis=0).tolist() for k in keys}
 
 
-def _eval_row(train_m: dict[str, Any], test_m: dict[str, Any]) -> dict[str, float]:
+def _eval_row(train_m: dict[str, Any], test_m: dict[str, Any]) -> dict[str, Any]:
     row = {"train_error": train_m["error"], "test_error": test_m["error"]}
-    for k, e in enumerate(test_m.get("aux_errors", [])):
-        row[f"aux{k + 1}_test_error"] = e
+    aux = np.asarray(test_m.get("aux_errors", []))
+    for k in range(aux.shape[-1] if aux.size else 0):
+        row[f"aux{k + 1}_test_error"] = aux[..., k].tolist()
     return row

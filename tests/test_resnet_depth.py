@@ -4,6 +4,7 @@ import csv
 import json
 import os
 
+import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
@@ -76,6 +77,54 @@ def test_rerun_skips_finished_nets_and_resumes_an_unfinished_one(tmp_path):
     fresh = resnet_depth.run(config, str(tmp_path / "fresh"))
     drop_time = lambda rs: {k: {**v, "seconds": 0} for k, v in rs.items()}
     assert drop_time(fresh) == drop_time(first)  # interrupted + resumed == uninterrupted
+
+
+def test_seeds_run_as_one_program_and_report_mean_and_spread(tmp_path):
+    config = resnet_depth.get_config("smoke")
+    config.depths, config.seeds = (8,), 2
+    workdir = str(tmp_path / "run")
+    with tfds.testing.mock_data(num_examples=64):
+        results = resnet_depth.run(config, workdir)
+    for name, r in results.items():
+        stored = json.load(open(os.path.join(workdir, "nets", name, "result.json")))
+        assert [s["train_error"] for s in stored] == r["train_errors"]  # one result per seed
+        assert r["seeds"] == 2 and r["train_error"] == pytest.approx(np.mean(r["train_errors"]))
+        assert r["train_error_std"] == pytest.approx(np.std(r["train_errors"], ddof=1))
+    with open(os.path.join(workdir, "curves.csv")) as f:
+        header = next(csv.reader(f))
+    assert header == ["step", "variant", "train_error", "train_error_std", "test_error",
+                      "test_error_std"]  # fmt: skip
+    text = resnet_depth.summary(results, workdir)
+    r = results["resnet8"]
+    assert f"{100 * r['train_error']:.2f} ± {100 * r['train_error_std']:.2f}%" in text
+    assert "train err per seed" in text
+    assert os.path.getsize(os.path.join(workdir, "resnet_depth.png")) > 10_000
+
+
+def _seeds_result(plain56, resnet56):
+    mk = lambda d, r, es: {
+        "depth": d,
+        "residual": r,
+        "train_error": np.mean(es),
+        "train_errors": es,
+    }
+    return {
+        "plain20": mk(20, False, [0.60, 0.62, 0.61]),
+        "plain56": mk(56, False, plain56),
+        "resnet20": mk(20, True, [0.55, 0.56, 0.57]),
+        "resnet56": mk(56, True, resnet56),
+    }
+
+
+def test_degradation_verdict_over_seeds_is_against_their_spread():
+    ok, line = resnet_depth.verdict(_seeds_result([0.85, 0.80, 0.90], [0.54, 0.57, 0.56]))
+    assert ok and "REPRODUCED" in line and "over 3 seeds" in line
+    assert "+24.00 ± 5.57 points" in line  # plain gaps 25, 18, 29
+    # The ResNet gap rises by 1.33 points, more than twice its spread (0.58): not reproduced.
+    ok, line = resnet_depth.verdict(_seeds_result([0.85, 0.80, 0.90], [0.57, 0.57, 0.58]))
+    assert not ok and "+1.33 ± 0.58 points" in line
+    # A plain gap inside its own spread (gaps +10, -2, +1) is no degradation.
+    assert not resnet_depth.verdict(_seeds_result([0.70, 0.60, 0.62], [0.54, 0.55, 0.56]))[0]
 
 
 def test_degradation_verdict():

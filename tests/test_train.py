@@ -74,6 +74,62 @@ def test_two_runs_with_the_same_seed_agree_and_another_seed_differs(tmp_path):
     assert c.test_loss != a.test_loss
 
 
+def test_vmapped_seeds_equal_separate_runs_and_resume_exactly(tmp_path):
+    config = tiny_config(4)
+    config.seed, config.seeds, config.checkpoint_every = 5, 3, 2
+    workdir = str(tmp_path / "seeds")
+    assert train.train_seeds(config, workdir, stop_after=3) is None
+    assert rundir.restore_checkpoint(workdir)["step"].tolist() == [3, 3, 3]
+    results = train.train_seeds(config, workdir)  # resumed from step 3
+    assert [r.seconds for r in results] == [results[0].seconds] * 3
+    stacked = rundir.restore_checkpoint(workdir)
+    for k, result in enumerate(results):
+        alone = tiny_config(4)
+        alone.seed = 5 + k
+        expected = train.train_and_evaluate(alone, str(tmp_path / f"seed{k}"))
+        np.testing.assert_allclose(result.train_loss, expected.train_loss, rtol=1e-5)
+        np.testing.assert_allclose(result.test_loss, expected.test_loss, rtol=1e-5)
+        assert abs(result.test_error - expected.test_error) <= 1 / 128  # one image at most
+        state = rundir.restore_checkpoint(str(tmp_path / f"seed{k}"))
+        for part in ("params", "batch_stats"):
+            chex.assert_trees_all_close(
+                jax.tree_util.tree_map(lambda x, k=k: x[k], stacked[part]),
+                state[part],
+                atol=1e-5,
+                rtol=1e-5,
+            )
+    assert results[0].test_loss != results[1].test_loss  # the seeds differ
+    assert rundir.read_results(workdir) == results  # stored, not trained again
+    assert train.train_seeds(config, workdir) == results
+    steps = [r["step"] for r in rundir.read_metrics(workdir, "train")]
+    assert steps == [1, 2, 3, 4]
+    assert len(rundir.read_metrics(workdir, "train")[0]["loss"]) == 3  # one per seed
+
+
+def test_bad_seeds_are_one_line(tmp_path):
+    config = tiny_config(1)
+    config.seeds = 0
+    with pytest.raises(ValueError, match=r"seeds=0 must be a whole number >= 1"):
+        train.train_seeds(config, str(tmp_path / "a"))
+    config.seeds = 2
+    with pytest.raises(ValueError, match=r"seeds=2: train_and_evaluate trains one seed"):
+        train.train_and_evaluate(config, str(tmp_path / "b"))
+
+
+def test_a_config_stored_before_seeds_existed_still_resumes(tmp_path):
+    config = tiny_config(1)
+    workdir = str(tmp_path / "old")
+    train.train_and_evaluate(config, workdir)
+    path = os.path.join(workdir, "config.json")
+    stored = json.load(open(path))
+    del stored["seeds"]
+    json.dump(stored, open(path, "w"))
+    assert train.train_and_evaluate(config, workdir) is not None  # seeds absent means 1
+    config.seeds = 2
+    with pytest.raises(ValueError, match=r"seeds: 1 -> 2"):
+        train.train_seeds(config, workdir)
+
+
 def test_train_step_compiles_once():
     config = tiny_config(1)
     split = splits.load_split("synthetic", "train")
@@ -155,6 +211,14 @@ def test_eight_devices_match_one_device(tmp_path):
     one = _run_worker(tmp_path, "one", "--devices", "1")
     eight = _run_worker(tmp_path, "eight", "--devices", "8")
     _assert_same(one, eight, atol=1e-5)
+
+
+def test_seeds_on_two_devices_match_one_device(tmp_path):
+    # vmap over the seeds of shard_map-ped oneDNN kernels, batch split on the second axis.
+    one = _run_worker(tmp_path, "one", "--devices", "1", "--seeds", "2")
+    two = _run_worker(tmp_path, "two", "--devices", "2", "--seeds", "2")
+    assert np.load(one)["batch_stats/bn_init/mean"].shape == (2, 4)  # stacked over the seeds
+    _assert_same(one, two, atol=1e-5)
 
 
 def _free_port():

@@ -1,6 +1,6 @@
 """Runs a tiny training in a fresh process (device count and multi-host set before jax starts).
 
-python tests/train_worker.py OUT.npz WORKDIR [--devices N] [--kernels onednn|xla]
+python tests/train_worker.py OUT.npz WORKDIR [--devices N] [--kernels onednn|xla] [--seeds S]
                              [--process_id I --num_processes P --coordinator HOST:PORT]
 """
 
@@ -17,6 +17,7 @@ def main() -> None:
     ap.add_argument("--devices", type=int, default=1)
     ap.add_argument("--steps", type=int, default=3)
     ap.add_argument("--kernels", default="onednn", help="convolutions and BatchNorm")
+    ap.add_argument("--seeds", type=int, default=1, help="seeds trained as one vmapped program")
     ap.add_argument("--process_id", type=int, default=None)
     ap.add_argument("--num_processes", type=int, default=None)
     ap.add_argument("--coordinator", default=None)
@@ -42,7 +43,8 @@ def main() -> None:
     assert onednn.use_onednn(args.kernels) == (args.kernels == "onednn"), args.kernels
     if jax.process_index() == 1:
         time.sleep(args.late_seconds)  # a peer that loads or compiles slower than the others
-    result = train.train_and_evaluate(config, args.workdir)
+    config.seeds = args.seeds
+    result = train.train_seeds(config, args.workdir)[0]
     state = rundir.restore_checkpoint(args.workdir)
     flat = {
         "/".join(str(getattr(k, "key", k)) for k in path): np.asarray(v)

@@ -1,8 +1,8 @@
 """What every study shares: configs of its variants, the run loop, result files and tables.
 
-A study trains a few variants (one config each) with `train.train_and_evaluate`, one run
-directory per variant under `workdir/nets/<variant>` (a finished variant is skipped, an
-unfinished one resumes), then writes into `workdir`:
+A study trains a few variants (one config each) with `train.train_seeds`, one run directory
+per variant under `workdir/nets/<variant>` (a finished variant is skipped, an unfinished one
+resumes), then writes into `workdir`:
 
     results.json   one entry per variant (errors, parameters, steps, seconds, study columns)
     curves.csv     every evaluation of every variant: step, variant, error columns
@@ -125,36 +125,74 @@ def run_variants(
     workdir: str,
     *,
     stop_after: int | None = None,
-) -> dict[str, RunResult] | None:
-    """Trains each variant in its run directory; None if `stop_after` interrupted one."""
+) -> dict[str, list[RunResult]] | None:
+    """Trains each variant in its run directory, all its seeds (`config.seeds`) as one
+    program; one result per seed. None if `stop_after` interrupted a variant."""
     rundir.check_workdir(workdir)
     results = {}
     for i, (name, c) in enumerate(configs.items()):
         say(c)(f"[{i + 1}/{len(configs)}] {name}")
-        r = train.train_and_evaluate(c, net_dir(workdir, name), stop_after=stop_after)
+        r = train.train_seeds(c, net_dir(workdir, name), stop_after=stop_after)
         if r is None:
             return None
         results[name] = r
     return results
 
 
-def base_row(r: RunResult) -> dict[str, Any]:
-    """The columns every study reports for a finished variant."""
-    return {
+def _mean_std(values: Sequence[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (ddof 1) of the seeds' values."""
+    return statistics.fmean(values), statistics.stdev(values)
+
+
+def base_row(runs: Sequence[RunResult]) -> dict[str, Any]:
+    """The columns every study reports for a finished variant.
+
+    Several seeds: train_error and test_error are the seeds' means, with `*_std` (sample
+    standard deviation) and `*_errors` (each seed's, in seed order) beside them.
+    """
+    r = runs[0]
+    row = {
         "train_error": r.train_error,
         "test_error": r.test_error,
         "params": r.params,
         "steps": r.steps,
         "seconds": r.seconds,
     }
+    if len(runs) > 1:
+        row["seeds"] = len(runs)
+        for key in ("train_error", "test_error"):
+            values = [getattr(x, key) for x in runs]
+            row[key], row[f"{key}_std"] = _mean_std(values)
+            row[f"{key}s"] = values
+    return row
+
+
+def aux_test_errors(runs: Sequence[RunResult]) -> list[float]:
+    """Each auxiliary head's test error (the seeds' mean)."""
+    return [statistics.fmean(e) for e in zip(*(r.aux_test_errors for r in runs), strict=True)]
+
+
+def seed_curves(runs: Sequence[RunResult]) -> list[dict[str, float]]:
+    """A variant's evaluation curve: its one seed's, or every column's mean over the seeds
+    with `<column>_std` beside it."""
+    if len(runs) == 1:
+        return runs[0].curves
+    out = []
+    for rows in zip(*(r.curves for r in runs), strict=True):
+        row = {"step": rows[0]["step"]}
+        for key in rows[0]:
+            if key != "step":
+                row[key], row[f"{key}_std"] = _mean_std([r[key] for r in rows])
+        out.append(row)
+    return out
 
 
 def read_curves(workdir: str, name: str) -> list[dict[str, float]]:
-    """The evaluation curve of a finished variant."""
-    result = rundir.read_result(net_dir(workdir, name))
-    if result is None:
+    """The evaluation curve of a finished variant (means and stds over its seeds)."""
+    results = rundir.read_results(net_dir(workdir, name))
+    if results is None:
         raise ValueError(f"variant {name!r} has not finished in {workdir!r}")
-    return result.curves
+    return seed_curves(results)
 
 
 def load_train_split(config: ml_collections.ConfigDict) -> splits.Split:
@@ -239,16 +277,32 @@ RUN_COLUMNS = (
 )
 
 
+def _cell(key: str, row: Mapping[str, Any]) -> str:
+    """A table cell: the value, and "± std" over the seeds when the row has one."""
+    cell = format_value(key, row.get(key))
+    if f"{key}_std" in row:
+        std = format_value(key, row[f"{key}_std"])
+        unit = "%" if cell.endswith("%") and std.endswith("%") else ""
+        cell = f"{cell.removesuffix(unit)} ± {std}"
+    return cell
+
+
 def table(results: Mapping[str, Mapping[str, Any]], columns: Sequence[tuple[str, str]]) -> str:
-    """One row per variant; `columns` are (results key, header)."""
-    rows = [[name, *(format_value(k, r.get(k)) for k, _ in columns)] for name, r in results.items()]
+    """One row per variant; `columns` are (results key, header). Values averaged over seeds
+    print as mean ± standard deviation."""
+    rows = [[name, *(_cell(k, r) for k, _ in columns)] for name, r in results.items()]
     return tables.format_table(["variant", *(h for _, h in columns)], rows)
 
 
 def title(config: ml_collections.ConfigDict, extra: str = "") -> str:
-    """The figure title: dataset (and resolution), budget, preset."""
+    """The figure title: dataset (and resolution), budget, seeds, preset."""
     size = f" at 1/{config.downsample} resolution" if config.downsample > 1 else ""
+    seeds = (
+        f", mean ± std of seeds {config.seed}-{config.seed + config.seeds - 1}"
+        if config.seeds > 1
+        else ""
+    )
     return (
-        f"{config.dataset}{size}{extra}, {config.num_steps} steps of {config.batch_size}, "
-        f"preset {config.preset or 'custom'}"
+        f"{config.dataset}{size}{extra}, {config.num_steps} steps of {config.batch_size}"
+        f"{seeds}, preset {config.preset or 'custom'}"
     )

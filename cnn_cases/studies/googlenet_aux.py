@@ -86,16 +86,17 @@ def run(
     if runs is None:
         return None
     results = {}
-    for v, r in runs.items():
+    for v, rs in runs.items():
         model = common.create_model(config, configs[v])
+        row = common.base_row(rs)
         results[v] = {
-            **common.base_row(r),
-            "gap": r.test_error - r.train_error,
-            "aux_test_errors": r.aux_test_errors,
+            **row,
+            "gap": row["test_error"] - row["train_error"],
+            "aux_test_errors": common.aux_test_errors(rs),
             "aux_loss_weight": configs[v].aux_loss_weight,
             "inference_params": costs.count_params(model, shape, train=False),
         }
-    curves = {v: r.curves for v, r in runs.items()}
+    curves = {v: common.seed_curves(rs) for v, rs in runs.items()}
     after = configs["with_aux"].model_kwargs.get("aux_after", ("4a", "4d"))
     title = common.title(config, f", width x{config.width_multiplier:g}")
     common.write_outputs(

@@ -161,11 +161,11 @@ def run(
             "step_seconds": common.median_step_seconds(
                 common.net_dir(workdir, v), config.batch_size
             ),
-            **common.base_row(r),
+            **common.base_row(rs),
         }
-        for v, r in runs.items()
+        for v, rs in runs.items()
     }
-    curves = {v: r.curves for v, r in runs.items()}
+    curves = {v: common.seed_curves(rs) for v, rs in runs.items()}
     title = common.title(config, f", width x{config.width_multiplier:g}")
     rundir.write_json(os.path.join(workdir, "module_arithmetic.json"), arith)
     common.write_outputs(

@@ -88,8 +88,8 @@ def run(
     runs = common.run_variants(variant_configs(config), workdir, stop_after=stop_after)
     if runs is None:
         return None
-    results = {v: {**VARIANTS[v], **common.base_row(r)} for v, r in runs.items()}
-    curves = {v: r.curves for v, r in runs.items()}
+    results = {v: {**VARIANTS[v], **common.base_row(rs)} for v, rs in runs.items()}
+    curves = {v: common.seed_curves(rs) for v, rs in runs.items()}
     title = common.title(config)
     common.write_outputs(
         workdir,

@@ -88,6 +88,10 @@ def get_config(preset: str | None = None) -> ml_collections.ConfigDict:
 def validate(config: ml_collections.ConfigDict) -> None:
     for d in (config.depth, *config.probe_depths):
         resnet.cifar_depth_to_blocks(d)
+    if config.seeds != 1:
+        raise ValueError(
+            f"seeds={config.seeds}: why_resnets probes the nets of one seed (valid: 1)"
+        )
     if config.extra_blocks < 1 or config.more_steps < 1:
         raise ValueError(
             f"extra_blocks={config.extra_blocks} and more_steps={config.more_steps} must be >= 1"
@@ -125,7 +129,9 @@ def _trained(config: ml_collections.ConfigDict, workdir: str, stop_after: int | 
             net = common.net_dir(config.from_workdir, name)
             if rundir.read_result(net) is None:
                 raise ValueError(f"{net!r} holds no finished {name}; run resnet_depth first")
-            rundir.check_config(net, c, defaults.RESUMABLE_KEYS)  # the same recipe, or one line
+            rundir.check_config(
+                net, c, defaults.RESUMABLE_KEYS, defaults.ADDED_KEYS
+            )  # the same recipe, or one line
             runs[name] = rundir.read_result(net)
         source = config.from_workdir
     else:
