@@ -194,21 +194,36 @@ def test_a_residual_the_kernel_cannot_fuse_is_added_before_the_activation():
     assert _rel_norm(outs[0], outs[1]) < 1e-2
 
 
-def test_vmap_over_the_kernels_is_a_loop_over_examples():
+@pytest.mark.parametrize("train", [True, False])
+def test_vmap_over_the_kernels_equals_each_index_alone(train):
+    """The handlers take vmapped axes in front (no loop in XLA); nested vmaps too."""
     rng = np.random.default_rng(0)
-    xs = jnp.asarray(rng.standard_normal((3, 2, 8, 8, 4)), jnp.float32)
-    ws = jnp.asarray(rng.standard_normal((3, 3, 3, 4, 6)), jnp.float32)
-    scale, bias = jnp.ones(6), jnp.zeros(6)
+    xs = jnp.asarray(rng.standard_normal((2, 3, 2, 8, 8, 4)), jnp.float32)
+    ws = jnp.asarray(rng.standard_normal((2, 3, 3, 3, 4, 6)), jnp.float32)
+    rs = jnp.asarray(rng.standard_normal((2, 3, 2, 8, 8, 6)), jnp.float32)
+    scale, bias = jnp.asarray(rng.random(6) + 0.5), jnp.asarray(rng.standard_normal(6))
+    mean, var = jnp.asarray(rng.standard_normal(6)), jnp.asarray(rng.random(6) + 0.5)
 
-    def f(x, w):
+    def f(x, w, r):
         y = onednn.conv_general_dilated(x, w, (1, 1), "SAME", dimension_numbers=DN)
-        return jnp.sum(batch_norm.batch_norm(y, scale, bias, epsilon=1e-5, relu=True)[0] ** 2)
+        if train:
+            y = batch_norm.batch_norm(y, scale, bias, epsilon=1e-5, relu=True, residual=r)[0]
+        else:  # running statistics: shared by every index, as a vmapped eval step's are not
+            y = batch_norm.batch_norm_inference(
+                y, scale, bias, mean, var, epsilon=1e-5, relu=True, residual=r
+            )
+        return jnp.sum(y**2)
 
-    batched = jax.jit(jax.vmap(jax.value_and_grad(f, argnums=(0, 1))))(xs, ws)
-    for i in range(3):
-        single = jax.value_and_grad(f, argnums=(0, 1))(xs[i], ws[i])
-        for a, b in zip(jax.tree.leaves(batched), jax.tree.leaves(single), strict=True):
-            np.testing.assert_allclose(a[i], b, rtol=1e-5, atol=1e-5)
+    grad = jax.value_and_grad(f, argnums=(0, 1, 2))
+    fn = jax.jit(jax.vmap(jax.vmap(grad)))
+    text = fn.lower(xs, ws, rs).compile().as_text()
+    assert "cnn_cases_conv_forward" in text and "while" not in text
+    batched = fn(xs, ws, rs)
+    for i in range(2):
+        for j in range(3):
+            single = grad(xs[i, j], ws[i, j], rs[i, j])
+            for a, b in zip(jax.tree.leaves(batched), jax.tree.leaves(single), strict=True):
+                np.testing.assert_allclose(a[i, j], b, rtol=1e-5, atol=1e-5)
 
 
 def _apply_and_grad(model, variables, x):

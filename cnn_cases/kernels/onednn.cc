@@ -20,6 +20,11 @@
 // end, relu(bn(x) + r), and the backward pass are loops of this file, compiled for
 // AVX-512, AVX2 and a baseline, with the common channel counts fixed at compile time.
 //
+// vmap: every buffer may carry extra leading dimensions, the same on all of a call's
+// buffers (jax.ffi's "broadcast_all"); the handler runs its operation once per index of
+// them, on the buffers' slices in place (e.g. the seeds of `train_seeds`, each with its
+// own kernel, batch and statistics).
+//
 // Primitives are created once per shape and kept in a cache.
 
 #include <algorithm>
@@ -29,6 +34,7 @@
 #include <cstdint>
 #include <cstring>
 #include <functional>
+#include <initializer_list>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -61,6 +67,22 @@ bool ToDnnl(ffi::DataType t, memory::data_type* out) {
     case ffi::DataType::BF16: *out = memory::data_type::bf16; return true;
     default: return false;
   }
+}
+
+// The product of a buffer's dimensions before its last `rank` (1 if none), or -1 if it
+// has fewer than `rank`.
+int64_t Leading(ffi::AnyBuffer b, size_t rank) {
+  auto d = b.dimensions();
+  if (d.size() < rank) return -1;
+  int64_t n = 1;
+  for (size_t i = 0; i + rank < d.size(); ++i) n *= d[i];
+  return n;
+}
+
+// A buffer's last `rank` dimensions.
+std::vector<int64_t> Trailing(ffi::AnyBuffer b, size_t rank) {
+  auto d = b.dimensions();
+  return std::vector<int64_t>(d.begin() + (d.size() - rank), d.end());
 }
 
 // Grow-only per-thread scratch buffer, 64-byte aligned.
@@ -189,12 +211,18 @@ struct ConvGeom {
   }
 };
 
+// The geometry from the buffers' last 4 dimensions; `*copies` is the product of the
+// leading (vmapped) ones, which all three buffers must share.
 ffi::Error ReadGeom(ffi::AnyBuffer x, ffi::AnyBuffer w, ffi::AnyBuffer y,
-                    ffi::Span<const int64_t> p, ConvGeom* g) {
-  auto xd = x.dimensions(), wd = w.dimensions(), yd = y.dimensions();
-  if (xd.size() != 4 || wd.size() != 4 || yd.size() != 4 || p.size() != 9) {
-    return Fail("convolution expects NHWC activations, an HWIO kernel and 9 parameters");
+                    ffi::Span<const int64_t> p, ConvGeom* g, int64_t* copies) {
+  *copies = Leading(x, 4);
+  if (*copies < 1 || Leading(w, 4) != *copies || Leading(y, 4) != *copies ||
+      x.dimensions().size() != w.dimensions().size() ||
+      x.dimensions().size() != y.dimensions().size() || p.size() != 9) {
+    return Fail("convolution expects NHWC activations, an HWIO kernel (with the same leading "
+                "vmapped dimensions) and 9 parameters");
   }
+  auto xd = Trailing(x, 4), wd = Trailing(w, 4), yd = Trailing(y, 4);
   if (x.element_type() != w.element_type() || x.element_type() != y.element_type() ||
       !ToDnnl(x.element_type(), &g->dt)) {
     return Fail("convolution supports f32 and bf16 operands of one type");
@@ -273,14 +301,32 @@ void Reorder(const ConvEntry& e, memory& from, memory& to) {
 //   forward:          a = x,  b = w,  out = y
 //   backward data:    a = dy, b = w,  out = dx
 //   backward weights: a = x,  b = dy, out = dw
+ffi::Error RunConvOne(ffi::ThreadPool& pool, ConvPass pass, const ConvGeom& g, char* xp,
+                      char* wp, char* yp);
+
 ffi::Error RunConv(ffi::ThreadPool& pool, ConvPass pass, ffi::AnyBuffer a, ffi::AnyBuffer b,
                    ffi::AnyBuffer out, ffi::Span<const int64_t> params) {
   omp_set_num_threads(1);
   ConvGeom g;
+  int64_t copies;
   ffi::AnyBuffer x = pass == kBackwardData ? out : a;
   ffi::AnyBuffer w = pass == kBackwardWeights ? out : b;
   ffi::AnyBuffer y = pass == kForward ? out : (pass == kBackwardData ? a : b);
-  if (auto err = ReadGeom(x, w, y, params, &g); err.failure()) return err;
+  if (auto err = ReadGeom(x, w, y, params, &g, &copies); err.failure()) return err;
+  const size_t xbytes = g.SrcBytes(g.n), ybytes = g.DstBytes(g.n);
+  const size_t wbytes = w.size_bytes() / copies;
+  for (int64_t i = 0; i < copies; ++i) {
+    auto err = RunConvOne(pool, pass, g, static_cast<char*>(x.untyped_data()) + i * xbytes,
+                          static_cast<char*>(w.untyped_data()) + i * wbytes,
+                          static_cast<char*>(y.untyped_data()) + i * ybytes);
+    if (err.failure()) return err;
+  }
+  return ffi::Error::Success();
+}
+
+// One convolution pass on one (x, w, y) of pointers into the buffers.
+ffi::Error RunConvOne(ffi::ThreadPool& pool, ConvPass pass, const ConvGeom& g, char* xp,
+                      char* wp, char* yp) {
   try {
     auto chunks = Chunks(g.n, Parts(pool));
     std::vector<std::shared_ptr<const ConvEntry>> entries;
@@ -288,7 +334,7 @@ ffi::Error RunConv(ffi::ThreadPool& pool, ConvPass pass, ffi::AnyBuffer a, ffi::
       entries.push_back(ConvCache().Get(g.Key(pass, mb), [&] { return BuildConv(g, pass, mb); }));
     }
     auto& eng = Engine();
-    memory user_w(g.UserWeights(), eng, w.untyped_data());
+    memory user_w(g.UserWeights(), eng, wp);
     // The kernel in each entry's layout (entries of equal chunk size share it), or the
     // chunks' f32 kernel gradients.
     const size_t wbytes = (entries[0]->weights.get_size() + 63) / 64 * 64;
@@ -304,8 +350,6 @@ ffi::Error RunConv(ffi::ThreadPool& pool, ConvPass pass, ffi::AnyBuffer a, ffi::
       prim_w.emplace_back(entries[i]->weights, eng, wbase + i * wbytes);
       if (pass != kBackwardWeights) Reorder(*entries[i], user_w, prim_w.back());
     }
-    char* xp = static_cast<char*>(x.untyped_data());
-    char* yp = static_cast<char*>(y.untyped_data());
     ParallelFor(pool, chunks.size(), [&](int64_t i) {
       const auto& e = *entries[i];
       auto [off, mb] = chunks[i];
@@ -520,14 +564,28 @@ struct BnShape {
   size_t elem;
 };
 
-ffi::Error ReadBnShape(ffi::AnyBuffer x, BnShape* s) {
-  auto d = x.dimensions();
-  if (d.size() != 4 || !ToDnnl(x.element_type(), &s->dt)) {
+// The shape from x's last 4 dimensions; `*copies` is the product of its leading (vmapped)
+// ones, which every other buffer of the call must have too.
+ffi::Error ReadBnShape(ffi::AnyBuffer x, std::initializer_list<ffi::AnyBuffer> others,
+                       BnShape* s, int64_t* copies) {
+  *copies = Leading(x, 4);
+  if (*copies < 1 || !ToDnnl(x.element_type(), &s->dt)) {
     return Fail("batch norm expects an NHWC f32 or bf16 tensor");
   }
+  for (const auto& b : others) {
+    if (Leading(b, 1) % *copies || b.size_bytes() % *copies) {
+      return Fail("batch norm buffers with different leading (vmapped) dimensions");
+    }
+  }
+  auto d = Trailing(x, 4);
   s->n = d[0]; s->h = d[1]; s->w = d[2]; s->c = d[3];
   s->elem = s->dt == memory::data_type::f32 ? 4 : 2;
   return ffi::Error::Success();
+}
+
+// Copy i of a buffer that holds `copies` equal-sized copies (one per vmapped index).
+char* At(ffi::AnyBuffer b, int64_t copies, int64_t i) {
+  return static_cast<char*>(b.untyped_data()) + i * (b.size_bytes() / copies);
 }
 
 // y = relu?((x - mean) / sqrt(var + eps) * scale + shift [+ residual]), chunk by chunk on
@@ -658,17 +716,23 @@ ffi::Error BnTrain(ffi::ThreadPool pool, ffi::AnyBuffer x, ffi::AnyBuffer scale,
                    bool relu, bool add) {
   omp_set_num_threads(1);
   BnShape s;
-  if (auto err = ReadBnShape(x, &s); err.failure()) return err;
+  int64_t n;
+  if (auto err = ReadBnShape(x, {scale, shift, residual, *y, *mean, *var}, &s, &n);
+      err.failure()) {
+    return err;
+  }
   try {
-    float* m = static_cast<float*>(mean->untyped_data());
-    float* v = static_cast<float*>(var->untyped_data());
-    if (s.dt == memory::data_type::f32) {
-      BnStats<float>(pool, s, static_cast<const float*>(x.untyped_data()), m, v);
-    } else {
-      BnStats<uint16_t>(pool, s, static_cast<const uint16_t*>(x.untyped_data()), m, v);
+    for (int64_t i = 0; i < n; ++i) {
+      float* m = reinterpret_cast<float*>(At(*mean, n, i));
+      float* v = reinterpret_cast<float*>(At(*var, n, i));
+      if (s.dt == memory::data_type::f32) {
+        BnStats<float>(pool, s, reinterpret_cast<const float*>(At(x, n, i)), m, v);
+      } else {
+        BnStats<uint16_t>(pool, s, reinterpret_cast<const uint16_t*>(At(x, n, i)), m, v);
+      }
+      Normalize(pool, s, At(x, n, i), At(*y, n, i), At(scale, n, i), At(shift, n, i), m, v,
+                eps, relu, add ? At(residual, n, i) : nullptr);
     }
-    Normalize(pool, s, x.untyped_data(), y->untyped_data(), scale.untyped_data(),
-              shift.untyped_data(), m, v, eps, relu, add ? residual.untyped_data() : nullptr);
   } catch (const dnnl::error& err) {
     return Fail(std::string("batch norm: ") + err.what());
   }
@@ -681,11 +745,16 @@ ffi::Error BnInference(ffi::ThreadPool pool, ffi::AnyBuffer x, ffi::AnyBuffer sc
                        bool relu, bool add) {
   omp_set_num_threads(1);
   BnShape s;
-  if (auto err = ReadBnShape(x, &s); err.failure()) return err;
+  int64_t n;
+  if (auto err = ReadBnShape(x, {scale, shift, mean, var, residual, *y}, &s, &n);
+      err.failure()) {
+    return err;
+  }
   try {
-    Normalize(pool, s, x.untyped_data(), y->untyped_data(), scale.untyped_data(),
-              shift.untyped_data(), mean.untyped_data(), var.untyped_data(), eps, relu,
-              add ? residual.untyped_data() : nullptr);
+    for (int64_t i = 0; i < n; ++i) {
+      Normalize(pool, s, At(x, n, i), At(*y, n, i), At(scale, n, i), At(shift, n, i),
+                At(mean, n, i), At(var, n, i), eps, relu, add ? At(residual, n, i) : nullptr);
+    }
   } catch (const dnnl::error& err) {
     return Fail(std::string("batch norm: ") + err.what());
   }
@@ -700,22 +769,24 @@ ffi::Error BnBackward(ffi::ThreadPool pool, ffi::AnyBuffer x, ffi::AnyBuffer dy,
                       ffi::Result<ffi::AnyBuffer> dscale, ffi::Result<ffi::AnyBuffer> dshift,
                       ffi::Result<ffi::AnyBuffer> dres, float eps, bool relu, bool add) {
   BnShape s;
-  if (auto err = ReadBnShape(x, &s); err.failure()) return err;
+  int64_t n;
+  if (auto err = ReadBnShape(x, {dy, y, scale, mean, var, *dx, *dscale, *dshift, *dres}, &s, &n);
+      err.failure()) {
+    return err;
+  }
   if (add && !relu) return Fail("a fused residual addition needs the fused ReLU");
-  auto f = [](ffi::AnyBuffer b) { return static_cast<const float*>(b.untyped_data()); };
-  float* ds = static_cast<float*>(dscale->untyped_data());
-  float* db = static_cast<float*>(dshift->untyped_data());
-  if (s.dt == memory::data_type::f32) {
-    auto t = [](ffi::AnyBuffer b) { return static_cast<const float*>(b.untyped_data()); };
-    BnBackwardT<float>(pool, s, t(x), t(dy), relu ? t(y) : nullptr, f(scale), f(mean), f(var),
-                       static_cast<float*>(dx->untyped_data()), ds, db,
-                       add ? static_cast<float*>(dres->untyped_data()) : nullptr, eps, relu);
-  } else {
-    auto t = [](ffi::AnyBuffer b) { return static_cast<const uint16_t*>(b.untyped_data()); };
-    BnBackwardT<uint16_t>(pool, s, t(x), t(dy), relu ? t(y) : nullptr, f(scale), f(mean),
-                          f(var), static_cast<uint16_t*>(dx->untyped_data()), ds, db,
-                          add ? static_cast<uint16_t*>(dres->untyped_data()) : nullptr, eps,
-                          relu);
+  for (int64_t i = 0; i < n; ++i) {
+    auto f = [&](ffi::AnyBuffer b) { return reinterpret_cast<float*>(At(b, n, i)); };
+    if (s.dt == memory::data_type::f32) {
+      BnBackwardT<float>(pool, s, f(x), f(dy), relu ? f(y) : nullptr, f(scale), f(mean),
+                         f(var), f(*dx), f(*dscale), f(*dshift), add ? f(*dres) : nullptr, eps,
+                         relu);
+    } else {
+      auto t = [&](ffi::AnyBuffer b) { return reinterpret_cast<uint16_t*>(At(b, n, i)); };
+      BnBackwardT<uint16_t>(pool, s, t(x), t(dy), relu ? t(y) : nullptr, f(scale), f(mean),
+                            f(var), t(*dx), f(*dscale), f(*dshift), add ? t(*dres) : nullptr,
+                            eps, relu);
+    }
   }
   return ffi::Error::Success();
 }
@@ -788,7 +859,7 @@ CNN_CASES_HANDLER(cnn_cases_bn_backward, BnBackward,
                       .Attr<bool>("add"))
 
 // The handlers' interface version; the Python side refuses a stale build.
-CNN_CASES_EXPORT int64_t cnn_cases_abi_version() { return 3; }
+CNN_CASES_EXPORT int64_t cnn_cases_abi_version() { return 4; }
 
 // oneDNN's version, major * 10000 + minor * 100 + patch.
 CNN_CASES_EXPORT int64_t cnn_cases_onednn_version() {

@@ -4,7 +4,8 @@ XLA:CPU's convolutions run 2-4x slower than oneDNN's (the kernels PyTorch uses o
 so on a CPU the models run their convolutions and BatchNorm through the handlers in
 `onednn.cc`, built by the project's install against the oneDNN wheel. Each operation is a
 `jax.custom_vjp` over `jax.ffi.ffi_call`s, so it composes with `jit`, `grad`, `nn.scan` and
-`vmap` (sequentially). Under a multi-device mesh (`jax.set_mesh`), every device runs the
+`vmap` (the handlers take the mapped axes in front and run once per index of them, on the
+slices in place). Under a multi-device mesh (`jax.set_mesh`), every device runs the
 kernels on its own shard of the batch through `shard_map`; the kernel gradient is summed
 over devices and BatchNorm statistics are taken over the global batch, as XLA's would be.
 
@@ -42,7 +43,7 @@ _TARGETS = (
     "bn_inference",
     "bn_backward",
 )
-_ABI_VERSION = 3  # cnn_cases_abi_version() of the onednn.cc this module speaks to
+_ABI_VERSION = 4  # cnn_cases_abi_version() of the onednn.cc this module speaks to
 _DTYPES = (jnp.dtype(jnp.float32), jnp.dtype(jnp.bfloat16))
 # lax's dimension numbers for NHWC activations and HWIO kernels.
 _NHWC_HWIO = lax.ConvDimensionNumbers((0, 3, 1, 2), (3, 2, 0, 1), (0, 3, 1, 2))
@@ -161,7 +162,8 @@ def call(target: str, out: Any, *args: jax.Array, **attrs: Any) -> Any:
     lib, why = _load()
     if lib is None:
         raise RuntimeError(f"cnn_cases: oneDNN kernels unavailable: {why}")
-    return jax.ffi.ffi_call(_PREFIX + target, out, vmap_method="sequential")(*args, **attrs)
+    # Under vmap every operand gets the mapped axes in front; the handlers loop over them.
+    return jax.ffi.ffi_call(_PREFIX + target, out, vmap_method="broadcast_all")(*args, **attrs)
 
 
 # ----------------------------------------------------------------------------------------
