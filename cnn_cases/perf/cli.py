@@ -23,13 +23,17 @@ def add_workload_arguments(
     scan: bool = False,
     num_classes: bool = False,
 ) -> None:
-    """--model, --batch_size, --width, --kernels and --seed; the keyword-named flags if True."""
+    """--model, --batch_size, --width, --image_size, --kernels and --seed; the keyword-named
+    flags if True."""
     p = parser
     p.add_argument("--model", default="resnet20", help="registry name (resnet20, resnet56, ...)")
     p.add_argument("--batch_size", type=int, default=128)
     if dtype:
         p.add_argument("--dtype", default="float32", help="compute dtype: float32 or bfloat16")
     p.add_argument("--width", type=int, default=None, help="CIFAR nets: first-stage width")
+    p.add_argument(
+        "--image_size", type=int, default=None, help="square input size (default: the model's)"
+    )
     if scan:
         p.add_argument("--scan", action="store_true", help="ResNets: nn.scan over repeated blocks")
     p.add_argument(

@@ -26,7 +26,8 @@ class Workload:
     """A registry model's train step: which net, its size, the batch and how it computes.
 
     `width` (CIFAR nets' first-stage width) and `scan` (ResNets' `nn.scan` over repeated
-    blocks) go to the model only when set; `kernels` picks convolutions and BatchNorm: auto
+    blocks) go to the model only when set; `image_size` replaces the registry's input size
+    (e.g. 16 for CIFAR averaged down to 16x16); `kernels` picks convolutions and BatchNorm: auto
     (oneDNN on a CPU), onednn or xla.
     """
 
@@ -38,11 +39,13 @@ class Workload:
     kernels: str = "auto"
     scan: bool = False
     seed: int = 0
+    image_size: int | None = None
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
-        """The model's (H, W, C) per image."""
-        return tuple(models.input_shape(self.model))
+        """The model's (H, W, C) per image; `image_size` x `image_size` when it is set."""
+        h, w, c = models.input_shape(self.model)
+        return (h, w, c) if self.image_size is None else (self.image_size, self.image_size, c)
 
     def model_kwargs(self, *, scan: bool | None = None) -> dict[str, Any]:
         """Registry overrides beyond the config's: `width`, and `scan` (default `self.scan`)."""
