@@ -48,3 +48,14 @@ def test_smoke_run_prints_shapes_and_writes_every_file(tmp_path, capsys):
         assert {r["variant"] for r in csv.DictReader(f)} == {"classic", "modern"}
     with open(os.path.join(workdir, "lenet5.png"), "rb") as f:
         assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+def test_seeds_give_mean_and_spread(tmp_path):
+    config = lenet5.get_config("smoke")
+    config.dataset, config.seeds = "synthetic_28x28x1", 3
+    results = lenet5.run(config, str(tmp_path / "run"))
+    for r in results.values():
+        assert r["seeds"] == 3 and len(r["test_errors"]) == 3
+        assert r["test_error"] == pytest.approx(sum(r["test_errors"]) / 3)
+    text = lenet5.summary(results, str(tmp_path / "run"))
+    assert f"{100 * results['modern']['test_error_std']:.2f}%" in text and " ± " in text
