@@ -101,6 +101,7 @@ def main(study: ModuleType, launcher_file: str) -> None:
         config, automatic = launch.resolve_preset(flags.FLAGS["config"], study.get_config)
         study.validate(config)  # fail before any training
         minutes = getattr(study, "expected_minutes", lambda c: c.expected_minutes)(config)
+        minutes *= len(train.seed_list(config))  # vmapped seeds take about as long as in turn
         launcher = os.path.relpath(launcher_file)
         launch.announce(config.preset, automatic, minutes, workdir.value, launcher)
         results = study.run(config, workdir.value)

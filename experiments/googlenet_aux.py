@@ -7,7 +7,8 @@
 
 Trains GoogLeNetCifar with its side classifiers and without them; prints each head's test
 accuracy along the run and the final table; writes results.json, curves.csv and
-googlenet_aux.png to --workdir; rerunning resumes. Presets and keys:
+googlenet_aux.png to --workdir; rerunning resumes. `--config.seeds=N`: N seeds of each
+variant as one vmapped program, mean ± std. Presets and keys:
 `cnn_cases.studies.googlenet_aux.get_config`.
 """
 

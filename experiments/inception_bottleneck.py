@@ -8,7 +8,8 @@ Prints the lecture's module arithmetic, then trains one CIFAR-scale Inception ne
 from the same module widths, naive modules vs bottleneck modules (with --config.equal_macs, a
 third: the bottleneck network widened to the naive one's multiply-adds). Writes results.json,
 module_arithmetic.json, curves.csv and inception_bottleneck.png to --workdir; rerunning
-resumes. Presets and keys: `cnn_cases.studies.inception_bottleneck.get_config`.
+resumes. `--config.seeds=N`: N seeds of each network as one vmapped program, mean ± std.
+Presets and keys: `cnn_cases.studies.inception_bottleneck.get_config`.
 """
 
 from cnn_cases.studies import inception_bottleneck as study

@@ -6,7 +6,8 @@
         --workdir=runs/lenet5_fashion
 
 Prints the per-layer shape table, trains both variants on mnist (default) or fashion_mnist
-and writes results.json, curves.csv and lenet5.png to --workdir; rerunning resumes. Presets
+and writes results.json, curves.csv and lenet5.png to --workdir; rerunning resumes.
+`--config.seeds=N`: N seeds of each variant as one vmapped program, mean ± std. Presets
 and keys: `cnn_cases.studies.lenet5.get_config`.
 """
 

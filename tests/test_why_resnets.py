@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from cnn_cases import launch, models, probes
-from cnn_cases.studies import why_resnets
+from cnn_cases.studies import resnet_depth, why_resnets
 
 
 def test_zero_blocks_keep_a_resnet_s_function_and_collapse_a_plain_net():
@@ -71,3 +71,18 @@ def test_smoke_run_and_reuse_of_a_workdir(tmp_path):
     config.from_workdir = str(tmp_path / "empty")
     with pytest.raises(ValueError, match="holds no finished plain8; run resnet_depth first"):
         why_resnets._trained(config, str(tmp_path / "third"), None)
+
+
+@pytest.mark.parametrize("preset", ["cpu", "full"])
+def test_the_nets_are_resnet_depth_s_so_its_workdir_can_be_read(preset):
+    ours = why_resnets.variant_configs(why_resnets.get_config(preset))
+    theirs = resnet_depth.variant_configs(resnet_depth.get_config(preset))
+    for name, c in ours.items():
+        assert c.to_dict() == theirs[name].to_dict(), name
+
+
+def test_one_seed_only():
+    config = why_resnets.get_config("smoke")
+    config.seeds = 2
+    with pytest.raises(ValueError, match="seeds=2: why_resnets probes the nets of one seed"):
+        why_resnets.validate(config)

@@ -52,6 +52,20 @@ CPU_CADENCE = dict(
 )
 
 
+# The CIFAR nets' recipe on a 2-core CPU: width 8, CIFAR averaged down to 16x16 (pad-2 crop +
+# flip), 900 steps (lr 0.1, 0.01 from step 720), residual branches' last BN scale 0.
+# resnet_depth and why_resnets share it, so that why_resnets can read resnet_depth's nets.
+CPU_CIFAR = dict(
+    width=8,
+    downsample=2,
+    crop_padding=2,
+    zero_init_residual=True,
+    num_steps=900,
+    lr_boundaries=(720,),
+    final_train_eval_examples=10_000,
+)
+
+
 def check_preset(preset: str | None, presets: Sequence[str]) -> str:
     """`preset`, or the backend's when it is None/"" (resolved later); ValueError if unknown."""
     if preset and preset not in presets:

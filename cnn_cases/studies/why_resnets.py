@@ -51,7 +51,7 @@ def get_config(preset: str | None = None) -> ml_collections.ConfigDict:
     training after deepening, at the schedule's last learning rate), `probe_depths` (Figure 7;
     the deepest also for the gradients), `probe_examples`, `from_workdir`.
 
-    cpu: the nets of the resnet_depth cpu preset (width 8, 16x16 CIFAR, 300 steps of 128),
+    cpu: the nets of the resnet_depth cpu preset (width 8, 16x16 CIFAR, 900 steps of 128),
         plain20/resnet20 deepened by one block per stage to 26 layers and trained on 300 steps;
         Figure 7 and the gradients at depths 20 and 56.
     full: He et al.'s recipe (resnet_depth's full preset), 8,000 more steps.
@@ -79,9 +79,8 @@ def get_config(preset: str | None = None) -> ml_collections.ConfigDict:
         c.probe_examples = 100
     else:
         c.update(common.CPU_CADENCE)
-        c.update(width=8, downsample=2, crop_padding=2, zero_init_residual=True)
-        c.update(num_steps=300, lr_boundaries=(240,), final_train_eval_examples=10_000)
-        c.expected_minutes = 4.0
+        c.update(common.CPU_CIFAR)
+        c.expected_minutes = 7.0
     return c
 
 
