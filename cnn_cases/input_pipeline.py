@@ -76,7 +76,31 @@ def _local_rows(global_size: int, process_index: int, process_count: int) -> sli
     return slice(process_index * local, (process_index + 1) * local)
 
 
-class Pipeline:
+class _Batches:
+    """What every batch source offers on top of its ``batch(step)``: prefetched iteration."""
+
+    def batch(self, step: int) -> tuple[np.ndarray, np.ndarray]:
+        raise NotImplementedError
+
+    def iterate(
+        self,
+        start_step: int,
+        num_steps: int,
+        *,
+        prefetch: int = 2,
+        put: Callable[[tuple[np.ndarray, np.ndarray]], Any] | None = None,
+    ) -> Iterator[Any]:
+        """Yields ``put(batch(s))`` (or ``batch(s)``) for s in start_step .. start_step+num_steps-1.
+
+        A background thread works ``prefetch`` batches ahead, applying ``put`` (e.g. a
+        device transfer) there so it overlaps compute. Its exceptions re-raise in the consumer;
+        ``close()`` (or dropping the iterator) stops it.
+        """
+        produce = self.batch if put is None else (lambda step: put(self.batch(step)))
+        return _Prefetcher(produce, range(start_step, start_step + num_steps), prefetch)
+
+
+class Pipeline(_Batches):
     """Deterministic, stateless batches: batch(step) depends only on (seed, step).
 
     Epochs are seeded permutations (``default_rng([seed, epoch])``) with the remainder dropped;
@@ -154,24 +178,8 @@ class Pipeline:
             flip = np.zeros_like(flip)
         return _crop_flip(padded, oy, ox, flip, self._out_hw), labels
 
-    def iterate(
-        self,
-        start_step: int,
-        num_steps: int,
-        *,
-        prefetch: int = 2,
-        put: Callable[[tuple[np.ndarray, np.ndarray]], Any] | None = None,
-    ) -> Iterator[Any]:
-        """Yields ``put(batch(s))`` (or ``batch(s)``) for s in start_step .. start_step+num_steps-1.
 
-        A background thread works ``prefetch`` batches ahead, applying ``put`` (e.g. a
-        device transfer) there so it overlaps compute. Its exceptions re-raise in the consumer;
-        ``close()`` (or dropping the iterator) stops it.
-        """
-        return _iterate(self.batch, start_step, num_steps, prefetch, put)
-
-
-class StackedPipeline:
+class StackedPipeline(_Batches):
     """Several pipelines (one per seed) whose batches are stacked on a new leading axis:
     float32 (seeds, b, H', W', C), int32 (seeds, b)."""
 
@@ -181,28 +189,6 @@ class StackedPipeline:
     def batch(self, step: int) -> tuple[np.ndarray, np.ndarray]:
         images, labels = zip(*(p.batch(step) for p in self.pipelines), strict=True)
         return np.stack(images), np.stack(labels)
-
-    def iterate(
-        self,
-        start_step: int,
-        num_steps: int,
-        *,
-        prefetch: int = 2,
-        put: Callable[[tuple[np.ndarray, np.ndarray]], Any] | None = None,
-    ) -> Iterator[Any]:
-        """As :meth:`Pipeline.iterate`, over the stacked batches."""
-        return _iterate(self.batch, start_step, num_steps, prefetch, put)
-
-
-def _iterate(
-    batch: Callable[[int], tuple[np.ndarray, np.ndarray]],
-    start_step: int,
-    num_steps: int,
-    prefetch: int,
-    put: Callable[[tuple[np.ndarray, np.ndarray]], Any] | None,
-) -> _Prefetcher:
-    produce = batch if put is None else (lambda step: put(batch(step)))
-    return _Prefetcher(produce, range(start_step, start_step + num_steps), prefetch)
 
 
 _DONE, _ITEM, _ERROR = range(3)

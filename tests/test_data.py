@@ -296,3 +296,19 @@ def test_load_split_under_mock_data():
         assert x.shape == (8, 32, 32, 3) and y.shape == (8,)
     finally:
         splits.clear_cache()
+
+
+def test_stacked_pipeline_holds_each_seed_s_own_batch():
+    s = _split()
+    seeds = [_pipeline(s, seed=k) for k in (3, 4, 5)]
+    stacked = input_pipeline.StackedPipeline(seeds)
+    for step in (0, 7):
+        images, labels = stacked.batch(step)
+        assert images.shape == (3, 8, 8, 8, 3) and labels.shape == (3, 8)
+        for k, p in enumerate(seeds):
+            np.testing.assert_array_equal(images[k], p.batch(step)[0])
+            np.testing.assert_array_equal(labels[k], p.batch(step)[1])
+    assert not np.array_equal(labels[0], labels[1])  # other seeds, other examples
+    with stacked.iterate(2, 2, prefetch=1) as it:
+        first = next(it)
+    np.testing.assert_array_equal(first[1], stacked.batch(2)[1])
