@@ -222,7 +222,7 @@ def run(
             cont = train.train_and_evaluate(c, run_dir, stop_after=stop_after, init_variables=init)
             if cont is None:
                 return None
-            results["continued"][name] = common.base_row(cont)
+            results["continued"][name] = common.base_row([cont])
             curves[f"{name} continued"] = cont.curves
     for name, v in variables.items():
         if common.cifar_depth(name) in config.probe_depths:
