@@ -119,7 +119,10 @@ def verdict(results: common.Results, *, tolerance: float = 0.005) -> tuple[bool,
     """
     ends = {}
     for residual in (False, True):
-        rows = sorted((v["depth"], v) for v in results.values() if v["residual"] == residual)
+        rows = sorted(
+            ((v["depth"], v) for v in results.values() if v["residual"] == residual),
+            key=lambda row: row[0],
+        )
         if len(rows) < 2:
             return False, "degradation not tested: need at least two depths"
         ends[residual] = rows[0], rows[-1]
