@@ -169,6 +169,20 @@ def train_step(
     return state, metrics
 
 
+def keyed_train_step(
+    state: TrainState,
+    images: jax.Array,
+    labels: jax.Array,
+    dropout_key: jax.Array,
+    *,
+    aux_loss_weight: float = 0.3,
+) -> tuple[TrainState, dict[str, jax.Array]]:
+    """`train_step` with the dropout key as a positional argument, which `vmap` maps over."""
+    return train_step(
+        state, images, labels, dropout_key=dropout_key, aux_loss_weight=aux_loss_weight
+    )
+
+
 def eval_step(
     state: TrainState,
     images: jax.Array,
@@ -344,7 +358,7 @@ class _Run:
         self.seeds = seeds
         verbose = config.verbose and jax.process_index() == 0
         self.say = (lambda msg: print(msg, flush=True)) if verbose else (lambda msg: None)
-        step = functools.partial(_train_step, aux_loss_weight=config.aux_loss_weight)
+        step = functools.partial(keyed_train_step, aux_loss_weight=config.aux_loss_weight)
         evaluate = functools.partial(eval_step, with_aux=with_aux)
         if len(seeds) > 1:
             step = jax.vmap(step)
@@ -513,20 +527,6 @@ class _Run:
         if self.writer is not None:
             self.writer.close()
         self.ckpt.close()
-
-
-def _train_step(
-    state: TrainState,
-    images: jax.Array,
-    labels: jax.Array,
-    dropout_key: jax.Array,
-    *,
-    aux_loss_weight: float,
-) -> tuple[TrainState, dict[str, jax.Array]]:
-    """`train_step` with the dropout key as an argument that `vmap` maps over."""
-    return train_step(
-        state, images, labels, dropout_key=dropout_key, aux_loss_weight=aux_loss_weight
-    )
 
 
 def _check_finite(

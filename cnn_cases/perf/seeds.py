@@ -11,6 +11,7 @@ Both ran the same steps on the same batches, so each seed's parameters must agre
 
 from __future__ import annotations
 
+import functools
 import time
 from typing import Any
 
@@ -43,10 +44,7 @@ def benchmark(
     labels = jnp.asarray(np.stack([b[1] for b in batches]), jnp.int32)
     keys = jnp.stack([jax.random.PRNGKey(s) for s in train_lib.seed_list(config)])
 
-    def step(state: Any, x: jax.Array, y: jax.Array, key: jax.Array) -> Any:
-        return train_lib.train_step(
-            state, x, y, dropout_key=key, aux_loss_weight=config.aux_loss_weight
-        )
+    step = functools.partial(train_lib.keyed_train_step, aux_loss_weight=config.aux_loss_weight)
 
     compile_s = {}
     start = time.perf_counter()
