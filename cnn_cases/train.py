@@ -136,11 +136,13 @@ def train_step(
     state: TrainState,
     images: jax.Array,
     labels: jax.Array,
-    *,
     dropout_key: jax.Array,
+    *,
     aux_loss_weight: float = 0.3,
 ) -> tuple[TrainState, dict[str, jax.Array]]:
-    """One SGD step on a global batch; returns the new state and batch metrics."""
+    """One SGD step on a global batch; returns the new state and batch metrics.
+
+    `dropout_key` is positional so that `vmap` can map over it (one key per seed)."""
     rng = jax.random.fold_in(dropout_key, state.step)
 
     def loss_fn(params: Any) -> tuple[jax.Array, Any]:
@@ -167,20 +169,6 @@ def train_step(
         "params_finite": finite.astype(jnp.float32),
     }
     return state, metrics
-
-
-def keyed_train_step(
-    state: TrainState,
-    images: jax.Array,
-    labels: jax.Array,
-    dropout_key: jax.Array,
-    *,
-    aux_loss_weight: float = 0.3,
-) -> tuple[TrainState, dict[str, jax.Array]]:
-    """`train_step` with the dropout key as a positional argument, which `vmap` maps over."""
-    return train_step(
-        state, images, labels, dropout_key=dropout_key, aux_loss_weight=aux_loss_weight
-    )
 
 
 def eval_step(
@@ -358,7 +346,7 @@ class _Run:
         self.seeds = seeds
         verbose = config.verbose and jax.process_index() == 0
         self.say = (lambda msg: print(msg, flush=True)) if verbose else (lambda msg: None)
-        step = functools.partial(keyed_train_step, aux_loss_weight=config.aux_loss_weight)
+        step = functools.partial(train_step, aux_loss_weight=config.aux_loss_weight)
         evaluate = functools.partial(eval_step, with_aux=with_aux)
         if len(seeds) > 1:
             step = jax.vmap(step)

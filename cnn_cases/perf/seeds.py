@@ -44,7 +44,7 @@ def benchmark(
     labels = jnp.asarray(np.stack([b[1] for b in batches]), jnp.int32)
     keys = jnp.stack([jax.random.PRNGKey(s) for s in train_lib.seed_list(config)])
 
-    step = functools.partial(train_lib.keyed_train_step, aux_loss_weight=config.aux_loss_weight)
+    step = functools.partial(train_lib.train_step, aux_loss_weight=config.aux_loss_weight)
 
     compile_s = {}
     start = time.perf_counter()
