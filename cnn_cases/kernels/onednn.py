@@ -23,6 +23,7 @@ import glob
 import importlib.machinery
 import importlib.metadata
 import os
+import platform
 import sys
 import warnings
 from collections.abc import Sequence
@@ -71,6 +72,9 @@ def _load() -> tuple[ctypes.CDLL | None, str]:
         for p in glob.glob(os.path.join(here, "_onednn" + suffix))
     ]
     if not built:
+        machine = platform.machine()
+        if not (sys.platform.startswith("linux") and machine in ("x86_64", "AMD64")):
+            return None, f"they are built on Linux x86_64 only (this is {sys.platform} {machine})"
         return None, "the oneDNN handlers were not built (reinstall with `pip install -e .`)"
     try:
         for path in _libdnnl_candidates()[:1]:
