@@ -9,15 +9,19 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import importlib.util
 from typing import Any
 
 import numpy as np
 import tensorflow_datasets as tfds
 
+from cnn_cases import sources
+
 _OFFLINE_HINT = (
     "point data_dir (the launchers' --config.data_dir=DIR) or TFDS_DATA_DIR at a folder "
-    "holding a prepared copy (e.g. the offline ../shared/tfds)"
+    "holding a prepared copy (NAME/VERSION/dataset_info.json and its record files)"
 )
+_TF_HINT = "pip install 'cnn_cases[tf]' (or tensorflow) so that TFDS can prepare it"
 
 
 class DatasetNotFoundError(ValueError):
@@ -53,7 +57,7 @@ class Split:
 
 
 def _hide_accelerators_from_tf() -> None:
-    # TF only reads data here; left alone, a GPU build of TF grabs the accelerator memory JAX needs.
+    # TF only prepares data here; left alone, a GPU build of TF grabs the memory JAX needs.
     import tensorflow as tf
 
     try:
@@ -64,7 +68,11 @@ def _hide_accelerators_from_tf() -> None:
 
 
 def _get_builder(name: str, data_dir: str | None, download: bool) -> tfds.core.DatasetBuilder:
-    """Returns a prepared builder, or raises DatasetNotFoundError (one line)."""
+    """Returns a prepared builder, or raises DatasetNotFoundError (one line).
+
+    Reading a prepared dataset needs no TensorFlow; preparing one (TFDS's
+    `download_and_prepare`) does, and writes it as ArrayRecord, the random-access format.
+    """
     searched = data_dir or tfds.core.constants.DATA_DIR  # what tfds uses when data_dir is None
     try:
         # Names with no registered builder (e.g. cifar10_jpeg) resolve from files in data_dir.
@@ -81,7 +89,14 @@ def _get_builder(name: str, data_dir: str | None, download: bool) -> tfds.core.D
             f"dataset {name!r} is not prepared in {searched} (looked for {builder.data_dir}) "
             f"and download=False; {_OFFLINE_HINT}"
         )
+    if importlib.util.find_spec("tensorflow") is None:
+        raise DatasetNotFoundError(
+            f"dataset {name!r} is not prepared in {searched}, and TFDS needs TensorFlow to "
+            f"download and prepare it, which is not installed: {_TF_HINT}; or {_OFFLINE_HINT}"
+        )
+    _hide_accelerators_from_tf()
     try:
+        builder = tfds.builder(name, data_dir=data_dir, file_format="array_record")
         builder.download_and_prepare()
     except Exception as e:
         reason = (str(e).splitlines() or [""])[0][:200]
@@ -112,21 +127,9 @@ def _load_split_cached(name: str, split: str, data_dir: str | None, download: bo
     num_classes = getattr(label_feature, "num_classes", None)
     if num_classes is None:
         raise ValueError(f"{name}: label feature {label_feature} is not a ClassLabel")
-    _hide_accelerators_from_tf()
-    # Batched loop rather than batch_size=-1: same speed, and no second full-size copy in TF.
-    ds = builder.as_dataset(
-        split=split,
-        batch_size=1024,
-        as_supervised=True,
-        shuffle_files=False,
-        read_config=tfds.ReadConfig(try_autocache=False),
-    ).prefetch(2)
-    images, labels = [], []
-    for x, y in tfds.as_numpy(ds):
-        images.append(x)
-        labels.append(y)
-    images_arr = np.concatenate(images) if images else np.zeros((0, *shape), np.uint8)
-    labels_arr = np.concatenate(labels).astype(np.int32) if labels else np.zeros(0, np.int32)
+    images_arr, labels_arr, _ = sources.read_supervised(
+        builder, split, builder.info.supervised_keys, shape
+    )
     # Shared by every caller through the cache: make accidental in-place edits fail loudly.
     images_arr.flags.writeable = False
     labels_arr.flags.writeable = False

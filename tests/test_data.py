@@ -1,12 +1,16 @@
-"""Tests for cnn_cases.data on random in-memory splits and tfds mock data (no real datasets)."""
+"""Tests for the data: random in-memory splits and tiny TFDS datasets written by the tests."""
 
+import io
 import threading
 
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
+from PIL import Image
 
-from cnn_cases import input_pipeline, splits
+from cnn_cases import input_pipeline, sources, splits
+from tests import tiny_tfds
+from tests.conftest import TINY_DATASETS
 
 
 def _split(n: int = 50, hw: tuple[int, int] = (8, 8), c: int = 3, seed: int = 0) -> splits.Split:
@@ -277,25 +281,39 @@ def test_unknown_dataset_raises_one_line_error(tmp_path):
         assert "\n" not in msg and name in msg and str(tmp_path) in msg
 
 
-def test_load_split_under_mock_data():
+@pytest.mark.parametrize("name", ["tiny_cifar", "tiny_cifar_ar", "tiny_mnist"])
+def test_load_split_reads_every_pixel_and_label_of_both_file_formats(name, tiny_tfds_dir):
+    shape, _ = TINY_DATASETS[name]
     splits.clear_cache()
     try:
-        with tfds.testing.mock_data(num_examples=20):
-            split = splits.load_split("cifar10", "train")
-            again = splits.load_split("cifar10", "train")
+        split = splits.load_split(name, "train", data_dir=tiny_tfds_dir, download=False)
+        again = splits.load_split(name, "train", data_dir=tiny_tfds_dir, download=False)
         assert again is split  # decoded once, then cached
-        assert split.images.shape == (20, 32, 32, 3) and split.images.dtype == np.uint8
-        assert split.labels.shape == (20,) and split.labels.dtype == np.int32
-        assert split.num_classes == 10
-        assert split.labels.min() >= 0 and split.labels.max() < 10
+        images, labels = tiny_tfds.images(64, shape, seed=0)  # what the dataset was written with
+        np.testing.assert_array_equal(split.images, images)
+        np.testing.assert_array_equal(split.labels, labels)
+        assert split.labels.dtype == np.int32 and split.num_classes == 10
         assert not split.images.flags.writeable
-        mean = splits.per_pixel_mean(split.images)
+        part = splits.load_split(name, "test[8:20]", data_dir=tiny_tfds_dir, download=False)
+        np.testing.assert_array_equal(part.images, tiny_tfds.images(32, shape, seed=1)[0][8:20])
         x, y = input_pipeline.Pipeline(
-            split, global_batch_size=8, seed=0, augment=True, mean=mean
+            split, global_batch_size=8, seed=0, augment=True, mean=splits.per_pixel_mean(images)
         ).batch(0)
-        assert x.shape == (8, 32, 32, 3) and y.shape == (8,)
+        assert x.shape == (8, *shape) and y.shape == (8,)
     finally:
         splits.clear_cache()
+
+
+def test_decode_image_converts_to_the_dataset_s_channels():
+    gray = np.arange(48, dtype=np.uint8).reshape(6, 8) * 5
+    buf = io.BytesIO()
+    Image.fromarray(gray, "L").save(buf, format="PNG")
+    rgb = sources.decode_image(buf.getvalue(), 3)  # a grayscale file in an RGB dataset
+    assert rgb.shape == (6, 8, 3) and rgb.dtype == np.uint8
+    np.testing.assert_array_equal(rgb, np.repeat(gray[..., None], 3, axis=-1))
+    np.testing.assert_array_equal(sources.decode_image(buf.getvalue(), 1), gray[..., None])
+    with pytest.raises(ValueError, match="2 channels"):
+        sources.decode_image(buf.getvalue(), 2)
 
 
 def test_stacked_pipeline_holds_each_seed_s_own_batch():

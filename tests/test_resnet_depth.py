@@ -6,7 +6,6 @@ import os
 
 import numpy as np
 import pytest
-import tensorflow_datasets as tfds
 
 from cnn_cases.studies import resnet_depth
 
@@ -36,11 +35,11 @@ def test_unknown_preset_is_refused():
         resnet_depth.get_config("fast")
 
 
-def test_smoke_run_on_mock_cifar10_writes_every_file(tmp_path):
+def test_smoke_run_on_a_tfds_dataset_writes_every_file(tmp_path, tiny_tfds_dir):
     config = resnet_depth.get_config("smoke")
+    config.dataset, config.data_dir = "tiny_cifar", tiny_tfds_dir
     workdir = str(tmp_path / "run")
-    with tfds.testing.mock_data(num_examples=64):
-        results = resnet_depth.run(config, workdir)
+    results = resnet_depth.run(config, workdir)
     assert set(results) == {"plain8", "plain14", "resnet8", "resnet14"}
     with open(os.path.join(workdir, "results.json")) as f:
         stored = json.load(f)
@@ -79,12 +78,12 @@ def test_rerun_skips_finished_nets_and_resumes_an_unfinished_one(tmp_path):
     assert drop_time(fresh) == drop_time(first)  # interrupted + resumed == uninterrupted
 
 
-def test_seeds_run_as_one_program_and_report_mean_and_spread(tmp_path):
+def test_seeds_run_as_one_program_and_report_mean_and_spread(tmp_path, tiny_tfds_dir):
     config = resnet_depth.get_config("smoke")
     config.depths, config.seeds = (8,), 2
+    config.dataset, config.data_dir = "tiny_cifar", tiny_tfds_dir
     workdir = str(tmp_path / "run")
-    with tfds.testing.mock_data(num_examples=64):
-        results = resnet_depth.run(config, workdir)
+    results = resnet_depth.run(config, workdir)
     for name, r in results.items():
         stored = json.load(open(os.path.join(workdir, "nets", name, "result.json")))
         assert [s["train_error"] for s in stored] == r["train_errors"]  # one result per seed
