@@ -3,7 +3,7 @@
     workdir/
       config.json       the run's config; a resumed run must match it (`check_config`)
       metrics.jsonl     one JSON object per log line: {"step", "kind": "train"|"eval", ...}
-      tensorboard/      the same scalars as event files (when TensorFlow is installed)
+      tensorboard/      the same scalars as TensorBoard event files
       mean.npy          the per-pixel training mean the run normalises with
       checkpoints/      Orbax checkpoints of the train state, by step
       result.json       written once, when the run has finished (`RunResult`; a list of them,
@@ -15,8 +15,11 @@ Only process 0 writes files; every process reads them.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import os
+import socket
+import time
 from collections.abc import Callable, Collection, Mapping
 from typing import Any
 
@@ -135,8 +138,55 @@ def read_metrics(workdir: str, kind: str | None = None) -> list[dict[str, Any]]:
     return [r for r in rows if kind is None or r["kind"] == kind]
 
 
+class EventWriter:
+    """TensorBoard event files of scalars, written without TensorFlow.
+
+    The records are framed by TensorBoard's own `RecordWriter`; the file is opened here, not
+    through `tensorboard.compat`'s gfile, which imports TensorFlow wherever it is installed.
+    Every file starts with a `SessionLog.START` at the run's first step, so that TensorBoard
+    hides what an interrupted run had logged past the checkpoint its resumption starts from.
+    """
+
+    _files = itertools.count()  # a process may open several in one second (tests do)
+
+    def __init__(self, logdir: str, first_step: int):
+        from tensorboard.compat.proto import event_pb2
+        from tensorboard.summary.writer.record_writer import RecordWriter
+
+        self._event_pb2 = event_pb2
+        os.makedirs(logdir, exist_ok=True)
+        name = (
+            f"events.out.tfevents.{int(time.time()):010d}.{socket.gethostname()}."
+            f"{os.getpid()}.{next(self._files):04d}"
+        )
+        self.path = os.path.join(logdir, name)
+        self._records = RecordWriter(open(self.path, "wb"))
+        self._add(event_pb2.Event(wall_time=time.time(), file_version="brain.Event:2"))
+        log = event_pb2.SessionLog(status=event_pb2.SessionLog.START)
+        self._add(event_pb2.Event(wall_time=time.time(), step=first_step, session_log=log))
+        self.flush()
+
+    def _add(self, event: Any) -> None:
+        self._records.write(event.SerializeToString())
+
+    def scalars(self, step: int, values: Mapping[str, float]) -> None:
+        from tensorboard.compat.proto import summary_pb2
+
+        summary = summary_pb2.Summary(
+            value=[summary_pb2.Summary.Value(tag=k, simple_value=v) for k, v in values.items()]
+        )
+        self._add(self._event_pb2.Event(wall_time=time.time(), step=step, summary=summary))
+
+    def flush(self) -> None:
+        self._records.flush()
+
+    def close(self) -> None:
+        if not self._records.closed:
+            self._records.close()
+
+
 class MetricsWriter:
-    """Appends to `metrics.jsonl` and TensorBoard event files; process 0 only.
+    """Appends to `metrics.jsonl` and to TensorBoard event files; process 0 only.
 
     Rows past `resume_step` (steps an interrupted run is about to repeat) are dropped first.
     """
@@ -145,19 +195,14 @@ class MetricsWriter:
         self.workdir = workdir
         self.enabled = jax.process_index() == 0
         self._path = os.path.join(workdir, "metrics.jsonl")
-        self._tb = None
+        self._tb: EventWriter | None = None
         if not self.enabled:
             return
         if os.path.exists(self._path):
             kept = [r for r in read_metrics(workdir) if r["step"] <= resume_step]
             with open(self._path, "w") as f:
                 f.writelines(json.dumps(r) + "\n" for r in kept)
-        try:
-            from flax.metrics import tensorboard
-
-            self._tb = tensorboard.SummaryWriter(os.path.join(workdir, "tensorboard"))
-        except ImportError:  # TensorFlow is optional for the event files only
-            self._tb = None
+        self._tb = EventWriter(os.path.join(workdir, "tensorboard"), resume_step + 1)
 
     def write(self, step: int, kind: str, values: Mapping[str, Any]) -> None:
         if not self.enabled:
@@ -165,12 +210,13 @@ class MetricsWriter:
         with open(self._path, "a") as f:
             f.write(json.dumps({"step": step, "kind": kind, **values}) + "\n")
         if self._tb is not None:
+            scalars = {}
             for k, v in values.items():
                 if isinstance(v, list):  # one value per seed
-                    for i, x in enumerate(v):
-                        self._tb.scalar(f"{kind}/{k}/seed_{i}", x, step)
+                    scalars.update({f"{kind}/{k}/seed_{i}": x for i, x in enumerate(v)})
                 else:
-                    self._tb.scalar(f"{kind}/{k}", v, step)
+                    scalars[f"{kind}/{k}"] = v
+            self._tb.scalars(step, scalars)
             self._tb.flush()
 
     def close(self) -> None:
