@@ -17,6 +17,8 @@ from absl import flags
 from ml_collections import config_flags
 
 ACCELERATOR_PRESET = "full"  # the full-scale preset of every study, for a GPU or TPU
+COLAB_PRESET = "colab"  # every study's preset for one Colab session on its GPU (a T4)
+PRESETS = ("cpu", "smoke", COLAB_PRESET, ACCELERATOR_PRESET)  # what every study offers
 
 
 def backend() -> str:
@@ -27,6 +29,11 @@ def backend() -> str:
 def backend_preset() -> str:
     """`cpu` on a CPU backend, `full` on a GPU or TPU."""
     return "cpu" if backend() == "cpu" else ACCELERATOR_PRESET
+
+
+def notebook_preset() -> str:
+    """What a notebook runs by default: `cpu` on a CPU, `colab` on a GPU or TPU runtime."""
+    return "cpu" if backend() == "cpu" else COLAB_PRESET
 
 
 def resolve_preset(
@@ -124,9 +131,11 @@ def announce(
         if automatic
         else ""
     )
+    where = "a 2-core CPU" if backend() == "cpu" else "one " + backend().upper()
+    if preset == COLAB_PRESET:
+        where = "a T4-class GPU (an estimate from multiply-adds)"
     print(
-        f"preset {preset}{why}; expected time about {expected_minutes:g} minutes on "
-        f"{'a 2-core CPU' if backend() == 'cpu' else 'one ' + backend().upper()}; "
+        f"preset {preset}{why}; expected time about {expected_minutes:g} minutes on {where}; "
         f"workdir {workdir}",
         flush=True,
     )

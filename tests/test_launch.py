@@ -15,14 +15,15 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 @pytest.mark.parametrize("study", STUDIES, ids=lambda s: s.NAME)
 def test_every_study_has_the_same_presets_and_interface(study):
-    assert study.PRESETS == ("cpu", "smoke", launch.ACCELERATOR_PRESET) == ("cpu", "smoke", "full")
+    assert study.PRESETS == launch.PRESETS == ("cpu", "smoke", "colab", "full")
     for preset in study.PRESETS:
         c = study.get_config(preset)
         assert c.preset == preset and c.expected_minutes > 0
         assert set(c) == set(study.get_config("cpu"))  # overrides apply to every preset alike
     for name in ("validate", "variant_configs", "run", "summary"):
         assert callable(getattr(study, name))
-    with pytest.raises(ValueError, match="unknown preset 'paper' \\(valid: cpu, smoke, full\\)"):
+    valid = r"\(valid: cpu, smoke, colab, full\)"
+    with pytest.raises(ValueError, match=f"unknown preset 'paper' {valid}"):
         study.get_config("paper")
 
 
@@ -61,7 +62,7 @@ def test_no_preset_follows_the_backend_and_keeps_the_overrides():
             r"key 'num_stepz' \(did you mean 'num_steps'\?\); valid keys: .*num_steps",
         ),
         ("cpu", ["--config.num_steps=five"], r"--config.num_steps=five: .*'five'"),
-        ("fast", [], r"unknown preset 'fast' \(valid: cpu, smoke, full\)"),
+        ("fast", [], r"unknown preset 'fast' \(valid: cpu, smoke, colab, full\)"),
     ],
 )
 def test_bad_config_is_one_line(preset, overrides, message):

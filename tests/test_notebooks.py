@@ -16,6 +16,18 @@ def test_there_is_a_tour_and_one_notebook_per_experiment():
     assert names >= {"tour", "pretrained", *EXPERIMENTS}
 
 
+def _install_cell(path: str) -> str:
+    nb = nbformat.read(path, as_version=4)
+    return next(c.source for c in nb.cells if c.cell_type == "code" and "%pip install" in c.source)
+
+
+def test_every_notebook_installs_alike_from_one_marked_variable():
+    cells = {_install_cell(p) for p in NOTEBOOKS}
+    assert len(cells) == 1  # one install cell, copied into every notebook
+    cell = cells.pop()
+    assert cell.count('REPO = ""  # <--') == 1 and "jax-cuda12-plugin" in cell
+
+
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: os.path.basename(p))
 def test_notebook_runs_top_to_bottom(path, tmp_path, monkeypatch):
     # The kernel inherits this environment: CPU only, smoke preset, synthetic data, tmp workdir.

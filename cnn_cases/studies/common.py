@@ -20,7 +20,7 @@ from typing import Any
 import jax
 import ml_collections
 
-from cnn_cases import defaults, rundir, splits, tables, train
+from cnn_cases import costs, defaults, rundir, splits, tables, train
 from cnn_cases.rundir import RunResult
 
 Results = dict[str, dict[str, Any]]
@@ -64,6 +64,44 @@ CPU_CIFAR = dict(
     lr_boundaries=(720,),
     final_train_eval_examples=10_000,
 )
+
+
+# The colab presets are sized for one Colab session on its free GPU, a T4: about 15 minutes by
+# an estimate from multiply-adds and the card's peak (8.1 TFLOP/s in f32), assuming a train
+# step of these small nets reaches a fifth of it. Not a measurement.
+T4_F32_TFLOPS = 8.1
+ASSUMED_PEAK_FRACTION = 0.2
+# A CIFAR recipe sized so: He et al.'s nets at full width and resolution, 3,000 steps of 128
+# (lr 0.1, /10 at half and three quarters, as 32k and 48k of 64k), curves every 500 steps.
+# resnet_depth and why_resnets share it, so that why_resnets can read resnet_depth's nets.
+COLAB_CADENCE = dict(eval_every=500, curve_eval_examples=2_000, checkpoint_every=500, log_every=100)
+COLAB_CIFAR = dict(num_steps=3_000, lr_boundaries=(1_500, 2_250), **COLAB_CADENCE)
+
+
+def estimate_minutes(
+    variants: Mapping[str, ml_collections.ConfigDict],
+    image_shape: tuple[int, int, int],
+    num_classes: int = 10,
+    *,
+    tflops: float = T4_F32_TFLOPS,
+    peak_fraction: float = ASSUMED_PEAK_FRACTION,
+    extra: Sequence[tuple[ml_collections.ConfigDict, int]] = (),
+) -> float:
+    """Estimated minutes to train and evaluate `variants` on a card of `tflops`.
+
+    Per image, a train step costs three forward passes (forward, and the backward's two
+    products), an evaluation one; a multiply-add is 2 FLOPs. `extra` adds (variant, steps)
+    trained on top (why_resnets' continued nets). An estimate from multiply-adds, not a
+    measurement: it ignores what is not a multiply-add and launch overheads.
+    """
+    flops = 0.0
+    for c, steps in [*((c, c.num_steps) for c in variants.values()), *extra]:
+        macs = costs.model_cost(defaults.create_model(c, num_classes), image_shape).macs
+        evals = steps // c.eval_every if c.eval_every else 0
+        eval_images = 2 * evals * c.curve_eval_examples + c.final_train_eval_examples
+        eval_images += c.final_test_eval_examples or 10_000
+        flops += 2 * macs * (3 * steps * c.batch_size * c.seeds + eval_images)
+    return flops / (tflops * 1e12 * peak_fraction) / 60
 
 
 def check_preset(preset: str | None, presets: Sequence[str]) -> str:

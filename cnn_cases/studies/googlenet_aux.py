@@ -17,7 +17,7 @@ from cnn_cases.models import inception
 from cnn_cases.studies import common
 
 NAME = "googlenet_aux"
-PRESETS = ("cpu", "smoke", launch.ACCELERATOR_PRESET)
+PRESETS = launch.PRESETS
 WITHOUT_MODES = ("no_heads", "zero_weight")
 
 
@@ -33,6 +33,9 @@ def get_config(preset: str | None = None) -> ml_collections.ConfigDict:
         lr 0.1 divided by 10 at 32k and 48k, 64k iterations, pad-4 crop + flip) for
         GoogLeNetCifar at 1/4 width (372,578 parameters at inference, 452,214 with the
         heads), aux loss weight 0.3. Cost: 2 x 64k steps; not measured on an accelerator here.
+    colab: one Colab session on its T4: GoogLeNetCifar at GoogLeNet's full widths (365.8M
+        multiply-adds per image), 2,500 steps of 128, lr 0.1 /10 at 1,250 and 1,875. About 15
+        minutes by an estimate from multiply-adds (`common.estimate_minutes`); not measured.
     cpu: 1/8 width, 500 steps of 128 (lr 0.1, /10 at 400, weight decay 5e-4) on cifar10, for
         2 CPU cores (about 6.5 minutes; see the README for the measured errors).
     smoke: seconds; for tests and notebooks (1/16 width, modules (3a) and (4a) only with a
@@ -43,6 +46,10 @@ def get_config(preset: str | None = None) -> ml_collections.ConfigDict:
     if c.preset == launch.ACCELERATOR_PRESET:
         c.update(common.FULL_CADENCE)
         c.expected_minutes = 2 * 25.0
+    elif c.preset == launch.COLAB_PRESET:
+        c.update(common.COLAB_CADENCE)
+        c.update(width_multiplier=1.0, num_steps=2_500, lr_boundaries=(1_250, 1_875))
+        c.expected_minutes = 15.0
     elif c.preset == "smoke":
         common.smoke(c).width_multiplier = 0.0625
         c.model_kwargs.update(stages=inception.SMOKE_STAGES, aux_after=("3a", "4a"))

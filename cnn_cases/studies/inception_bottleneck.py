@@ -23,7 +23,7 @@ from cnn_cases.models import inception
 from cnn_cases.studies import common
 
 NAME = "inception_bottleneck"
-PRESETS = ("cpu", "smoke", launch.ACCELERATOR_PRESET)
+PRESETS = launch.PRESETS
 VARIANTS = ("naive", "bottleneck")
 EQUAL_MACS_VARIANT = "bottleneck_equal_macs"
 
@@ -40,6 +40,11 @@ def get_config(preset: str | None = None) -> ml_collections.ConfigDict:
         15.5M multiply-adds per image; naive 1,052,170 and 93.9M). Expected: the bottleneck
         net about 6x cheaper for a test error within a couple of points. Cost: 2 x 64k steps;
         not measured on an accelerator here.
+    colab: one Colab session on its T4: half of GoogLeNet's widths (naive 373.0M
+        multiply-adds per image, bottleneck 59.3M; at full width the naive net alone costs
+        1.49G, and 15 minutes would buy about 1,000 steps), 4,000 steps of 128, lr 0.1 /10 at
+        2,000 and 3,000. About 14 minutes by an estimate from multiply-adds
+        (`common.estimate_minutes`), twice that with `equal_macs`; not measured.
     cpu: the same comparison at 1/8 width and 700 steps of 128 (lr 0.1, /10 at 550, weight
         decay 5e-4) on cifar10, for 2 CPU cores. Measured on a 2-core CPU (cifar10_jpeg):
         naive 265,562 parameters, 23.8M multiply-adds; bottleneck 31,534, 4.2M (5.7x fewer
@@ -53,6 +58,10 @@ def get_config(preset: str | None = None) -> ml_collections.ConfigDict:
     if c.preset == launch.ACCELERATOR_PRESET:
         c.update(common.FULL_CADENCE)
         c.expected_minutes = 2 * 20.0
+    elif c.preset == launch.COLAB_PRESET:
+        c.update(common.COLAB_CADENCE)
+        c.update(width_multiplier=0.5, num_steps=4_000, lr_boundaries=(2_000, 3_000))
+        c.expected_minutes = 14.0
     elif c.preset == "smoke":
         common.smoke(c).width_multiplier = 0.0625
         c.model_kwargs.stages = inception.SMOKE_STAGES

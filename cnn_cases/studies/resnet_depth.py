@@ -17,7 +17,7 @@ from cnn_cases.models import resnet
 from cnn_cases.studies import common
 
 NAME = "resnet_depth"
-PRESETS = ("cpu", "smoke", launch.ACCELERATOR_PRESET)
+PRESETS = launch.PRESETS
 
 
 def get_config(preset: str | None = None) -> ml_collections.ConfigDict:
@@ -36,6 +36,9 @@ def get_config(preset: str | None = None) -> ml_collections.ConfigDict:
         (`common.CPU_CIFAR`). Measured on a 2-core CPU: 8.5 minutes a seed; over seeds 0-4
         plain56's training error is 27.7 +- 4.0 points above plain20's and resnet56's
         1.9 +- 1.0 points below resnet20's (below it in every seed).
+    colab: one Colab session on its T4: He et al.'s nets at full width and resolution, lr
+        0.1 for 3,000 steps of 128, /10 at 1,500 and 2,250 (`common.COLAB_CIFAR`). About 16
+        minutes by an estimate from multiply-adds (`common.estimate_minutes`); not measured.
     smoke: seconds; for tests and notebooks (depths 8 and 14, width 4, 3 steps).
     """
     c = common.base_config(
@@ -53,6 +56,9 @@ def get_config(preset: str | None = None) -> ml_collections.ConfigDict:
         c.warmup_steps = 400
         c.update(common.FULL_CADENCE)
         c.expected_minutes = 8 * 15.0
+    elif c.preset == launch.COLAB_PRESET:
+        c.update(common.COLAB_CIFAR)
+        c.expected_minutes = 16.0
     elif c.preset == "smoke":
         common.smoke(c)
         c.depths = (8, 14)

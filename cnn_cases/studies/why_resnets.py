@@ -41,7 +41,7 @@ from cnn_cases.models import resnet
 from cnn_cases.studies import common
 
 NAME = "why_resnets"
-PRESETS = ("cpu", "smoke", launch.ACCELERATOR_PRESET)
+PRESETS = launch.PRESETS
 
 
 def get_config(preset: str | None = None) -> ml_collections.ConfigDict:
@@ -54,6 +54,9 @@ def get_config(preset: str | None = None) -> ml_collections.ConfigDict:
     cpu: the nets of the resnet_depth cpu preset (width 8, 16x16 CIFAR, 900 steps of 128),
         plain20/resnet20 deepened by one block per stage to 26 layers and trained on 300 steps;
         Figure 7 and the gradients at depths 20 and 56.
+    colab: the nets of the resnet_depth colab preset (full width and resolution, 3,000
+        steps), 1,000 more steps; about 10 minutes on Colab's T4 by an estimate from
+        multiply-adds (`common.estimate_minutes`), less with `from_workdir`; not measured.
     full: He et al.'s recipe (resnet_depth's full preset), 8,000 more steps.
     smoke: seconds; for tests and notebooks (depth 8, probed too, width 4).
     """
@@ -74,6 +77,10 @@ def get_config(preset: str | None = None) -> ml_collections.ConfigDict:
         c.update(common.FULL_CADENCE)
         c.update(num_steps=64_000, lr_boundaries=(32_000, 48_000), more_steps=8_000)
         c.expected_minutes = 6 * 15.0
+    elif c.preset == launch.COLAB_PRESET:
+        c.update(common.COLAB_CIFAR)
+        c.more_steps = 1_000
+        c.expected_minutes = 10.0
     elif c.preset == "smoke":
         common.smoke(c).update(depth=8, probe_depths=(8,), width=4, more_steps=3)
         c.probe_examples = 100
