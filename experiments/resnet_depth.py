@@ -11,7 +11,7 @@ Trains plainD and resnetD for every depth D and writes results.json, curves.csv 
 resnet_depth.png to --workdir (default runs/resnet_depth). Rerunning with the same --workdir
 skips finished nets and resumes an unfinished one. `--config.seeds=N` trains seeds
 seed .. seed+N-1 of every net as one vmapped program and reports mean ± standard deviation,
-with the verdict against the seeds' spread. Presets (cpu, smoke, full) and every key
+with the verdict against the seeds' spread. Presets (cpu, smoke, colab, full) and every key
 that --config.KEY=VALUE can override: `cnn_cases.studies.resnet_depth.get_config`.
 """
 

@@ -9,8 +9,8 @@
 Every study module has the same small interface:
 
     NAME, PRESETS
-    get_config(preset)                the study's config ("cpu", "smoke", "full"; None: the
-                                      backend's, chosen when the run starts)
+    get_config(preset)                the study's config ("cpu", "smoke", "colab", "full"; None:
+                                      the backend's, chosen when the run starts)
     validate(config)                  one-line ValueError for a config it cannot run
     variant_configs(config)           the training config of each variant
     run(config, workdir)              trains every variant, writes results.json, curves.csv
