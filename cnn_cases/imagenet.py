@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import os
+import warnings
 from collections.abc import Sequence
 
 import numpy as np
@@ -54,13 +55,19 @@ def synsets() -> tuple[str, ...]:
     return tuple(tfds.builder("imagenet2012").info.features["label"].names)
 
 
+@functools.cache
 def _torchvision_weights() -> list:
-    """Every ImageNet-1k weight entry torchvision lists; [] without torchvision."""
+    """Every ImageNet-1k weight entry torchvision lists; [] without torchvision (said once)."""
     try:
         from cnn_cases.perf.torch_reference import import_torchvision
 
         tv = import_torchvision()
-    except (ValueError, ImportError):
+    except (ValueError, ImportError) as e:
+        warnings.warn(
+            f"cnn_cases: without torchvision ({e}), classes are named by their WordNet ids "
+            f"and images are resized to {DEFAULT_RESIZE} for every weight file",
+            stacklevel=2,
+        )
         return []
     out = []
     for name in tv.models.list_models(module=tv.models):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import importlib.util
+import os
 from typing import Any
 
 import numpy as np
@@ -58,6 +59,7 @@ class Split:
 
 def _hide_accelerators_from_tf() -> None:
     # TF only prepares data here; left alone, a GPU build of TF grabs the memory JAX needs.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")  # its start-up INFO lines say nothing here
     import tensorflow as tf
 
     try:

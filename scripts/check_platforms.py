@@ -166,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
                 ok, detail = resolve(target, python, wheel_dir)
                 failed += not ok
                 print(
-                    f"{'OK  ' if ok else 'FAIL'} {target.name:<17} py{python}  "
+                    f"{'OK  ' if ok else 'FAIL'} {target.name:<18} py{python}  "
                     f"{target.command:<28} {detail}",
                     flush=True,
                 )
