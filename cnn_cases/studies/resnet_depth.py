@@ -33,9 +33,9 @@ def get_config(preset: str | None = None) -> ml_collections.ConfigDict:
     cpu: the same comparison shrunk to a 2-core CPU: widths 8/16/32, CIFAR averaged down
         to 16x16 (pad-2 crop + flip), batch 128, 900 steps (lr 0.1, 0.01 from step 720,
         weight decay 5e-4), ResNet branches' last BN scale initialised to 0
-        (`common.CPU_CIFAR`). Measured on a 2-core CPU: 8.5 minutes a seed; over seeds 0-4
-        plain56's training error is 27.7 +- 4.0 points above plain20's and resnet56's
-        1.9 +- 1.0 points below resnet20's (below it in every seed).
+        (`common.CPU_CIFAR`). Measured on a 2-core CPU (cifar10_jpeg): about 8 minutes a
+        seed; over seeds 0-4 plain56's training error is 27.3 +- 4.2 points above
+        plain20's and resnet56's 1.3 +- 0.9 points below resnet20's (below it in every seed).
     colab: one Colab session on its T4: He et al.'s nets at full width and resolution, lr
         0.1 for 3,000 steps of 128, /10 at 1,500 and 2,250 (`common.COLAB_CIFAR`). About 16
         minutes by an estimate from multiply-adds (`common.estimate_minutes`); not measured.
