@@ -19,7 +19,8 @@ import jax
 import numpy as np
 from absl import flags
 
-from cnn_cases import imagenet, models, pretrained
+from cnn_cases import models
+from cnn_cases.interop import imagenet, pretrained
 from experiments import common
 
 _MODEL = flags.DEFINE_string("model", None, "Registry model, e.g. resnet50.", required=True)

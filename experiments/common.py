@@ -11,7 +11,7 @@ import jax
 import ml_collections
 from absl import app, flags, logging
 
-from cnn_cases import launch, parallel, train
+from cnn_cases.engine import launch, parallel, train
 
 _COORDINATOR = flags.DEFINE_string(
     "coordinator_address",

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 import jax
 from absl import app, flags
 
-from cnn_cases import pretrained
+from cnn_cases.interop import pretrained
 from experiments import common
 
 _MODEL = flags.DEFINE_string("model", None, "Registry model, e.g. resnet50.", required=True)

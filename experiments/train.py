@@ -6,11 +6,11 @@
         --config.augment=False --config.data_dir=../shared/tfds --workdir=runs/lenet5_fashion
     python -m experiments.train --config=experiments/train.py:smoke --config.dataset=synthetic
 
-Every key of `cnn_cases.defaults.default_config` is a --config.KEY=VALUE flag; a model's
+Every key of `cnn_cases.engine.defaults.default_config` is a --config.KEY=VALUE flag; a model's
 constructor options (`model_kwargs`, empty here) go in a config file of your own whose
 get_config starts from this one. The dataset is decoded once into host memory: any TFDS
 dataset of fixed-size uint8 images with class labels (mnist, fashion_mnist, cifar10, cifar100,
-svhn_cropped, ...). Writes the run directory (`cnn_cases.rundir`) to --workdir; rerunning
+svhn_cropped, ...). Writes the run directory (`cnn_cases.engine.rundir`) to --workdir; rerunning
 resumes.
 """
 
@@ -22,7 +22,8 @@ import jax
 import ml_collections
 from absl import app, flags
 
-from cnn_cases import defaults, rundir, tables, train
+from cnn_cases.engine import defaults, rundir, train
+from cnn_cases.report import tables
 from cnn_cases.studies import common as study_common
 from experiments import common
 

@@ -5,13 +5,13 @@
     python scripts/benchmark.py --model=resnet110 --scan          # compile time flat in depth
     XLA_FLAGS=--xla_cpu_... python scripts/benchmark.py ...       # try an XLA flag
 
-Reports, all measured in the same run: images/s of the jitted `cnn_cases.train.train_step`
+Reports, all measured in the same run: images/s of the jitted `cnn_cases.engine.train.train_step`
 (real TrainState, SGD momentum + weight decay, random normal inputs; median over --reps
 repetitions of --steps_per_rep steps after --warmup steps), the achieved GFLOP/s (conventional
-count from `cnn_cases.costs`: 2 FLOPs per multiply-add, x3 for forward + backward), the f32
+count from `cnn_cases.analysis.costs`: 2 FLOPs per multiply-add, x3 for forward + backward), the f32
 matmul GFLOP/s of this machine and the percentage of it, the first step's trace + compile
 seconds, and the input pipeline's images/s on its own (augment=True).
-`--vs_torch` also times the same CIFAR ResNet in PyTorch (`cnn_cases.perf.torch_reference`,
+`--vs_torch` also times the same CIFAR ResNet in PyTorch (`cnn_cases.interop.pytorch`,
 channels last, `--torch_threads` threads), alternating JAX and PyTorch repetitions so that both
 see the same machine load, and prints the ratio JAX / PyTorch. Only ratios measured side by
 side mean anything on a shared machine. The measurements: `cnn_cases.perf.throughput`.

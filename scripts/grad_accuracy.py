@@ -11,7 +11,7 @@ parameters, ||g32 - g64|| / ||g64||, and the worst single tensor. Use it before 
 flag: an f32 gradient usually agrees with float64 to about 1e-6. `--kernels` picks the f32
 run's convolutions and BatchNorm (the float64 reference always runs on XLA's). `--vs_torch`
 also measures PyTorch's own f32 gradient of the same CIFAR net against its float64 one, on the
-same batch (`cnn_cases.perf.torch_reference`, PyTorch's initialisation): the yardstick for
+same batch (`cnn_cases.interop.pytorch`, PyTorch's initialisation): the yardstick for
 "f32-faithful". The measurements: `cnn_cases.perf.gradients`.
 """
 

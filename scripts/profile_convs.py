@@ -4,7 +4,7 @@
     python scripts/profile_convs.py --model=resnet56 --vs_torch --json
 
 For each distinct convolution of the model (input shape, kernel, stride; from
-`cnn_cases.costs.model_cost`), times its three passes on their own, jitted: the forward
+`cnn_cases.analysis.costs.model_cost`), times its three passes on their own, jitted: the forward
 convolution, the input gradient and the kernel gradient (median over --reps repetitions after
 warm-up, random inputs, batch --batch_size). Totals are weighted by how many layers share the
 shape and set beside the whole train step measured in the same run, so the remainder is

@@ -6,7 +6,8 @@ import math
 
 import pytest
 
-from cnn_cases.perf import throughput, torch_reference
+from cnn_cases.interop import pytorch
+from cnn_cases.perf import throughput
 from cnn_cases.perf.workload import Workload
 
 _TINY = [
@@ -71,7 +72,7 @@ def test_benchmark_rejects_bad_arguments(benchmark):
     with pytest.raises(SystemExit):
         benchmark.parse_args(["--reps=0"])
     with pytest.raises(ValueError, match="CIFAR"):
-        torch_reference.TorchTrainStep(Workload(model="vgg16"))
+        pytorch.TorchTrainStep(Workload(model="vgg16"))
     # Before any timing, as a one-line error.
     with pytest.raises(SystemExit, match="error: the PyTorch reference"):
         benchmark.main(["--model=vgg16", "--vs_torch"])

@@ -4,7 +4,8 @@ import flax.linen as nn
 import jax
 import pytest
 
-from cnn_cases import costs, lecture, models
+from cnn_cases import models
+from cnn_cases.analysis import costs, lecture
 
 
 class ValidNet(nn.Module):

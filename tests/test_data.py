@@ -8,7 +8,7 @@ import pytest
 import tensorflow_datasets as tfds
 from PIL import Image
 
-from cnn_cases import input_pipeline, sources, splits
+from cnn_cases.data import input_pipeline, sources, splits
 from tests import tiny_tfds
 from tests.conftest import TINY_DATASETS
 

@@ -8,7 +8,8 @@ import jax
 import jax.numpy as jnp
 import pytest
 
-from cnn_cases import costs, models
+from cnn_cases import models
+from cnn_cases.analysis import costs
 from cnn_cases.studies import googlenet_aux
 
 

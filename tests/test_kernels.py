@@ -303,7 +303,7 @@ import os
 os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=8"
 import jax, jax.numpy as jnp, numpy as np
 from jax.sharding import NamedSharding, PartitionSpec as P
-from cnn_cases import parallel
+from cnn_cases.engine import parallel
 from cnn_cases.kernels import batch_norm, onednn
 
 mesh = parallel.create_mesh()

@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from cnn_cases import launch
+from cnn_cases.engine import launch
 from cnn_cases.studies import googlenet_aux, inception_bottleneck, lenet5, resnet_depth, why_resnets
 
 STUDIES = (resnet_depth, inception_bottleneck, googlenet_aux, lenet5, why_resnets)

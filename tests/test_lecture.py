@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from cnn_cases import case_studies, lecture
+from cnn_cases.analysis import counts, lecture
 
 
 def test_one_by_one_on_matrix_doubles_it():
@@ -37,10 +37,10 @@ def test_report_labels_multiply_adds():
 
 
 def test_case_studies_summary_shows_zero_differences():
-    text = case_studies.summary_table()
+    text = counts.summary_table()
     for name in ("lenet5 ", "vgg16 ", "resnet50 ", "resnet110 "):
         row = next(line for line in text.splitlines() if line.startswith(name))
         assert " +0 " in row
     google = next(line for line in text.splitlines() if line.startswith("googlenet "))
     assert "in range" in google
-    assert "28x28x6" in case_studies.layer_table("lenet5")
+    assert "28x28x6" in counts.layer_table("lenet5")

@@ -11,7 +11,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cnn_cases import costs, models
+from cnn_cases import models
+from cnn_cases.analysis import costs
 from cnn_cases.models import layers, resnet
 
 PINNED = {

@@ -7,7 +7,8 @@ import jax.numpy as jnp
 import pytest
 
 from cnn_cases import models
-from cnn_cases.perf import timing, torch_reference
+from cnn_cases.interop import pytorch
+from cnn_cases.perf import timing
 
 
 def _clock(readings):
@@ -44,7 +45,7 @@ def test_time_calls_alternates_and_syncs_each_repetition_once():
 
 def test_torch_reference_needs_a_cifar_net():
     with pytest.raises(ValueError, match="CIFAR"):
-        torch_reference.cifar_net("resnet50")  # the ImageNet one
+        pytorch.cifar_net("resnet50")  # the ImageNet one
 
 
 def _torch_layout(shape):
@@ -66,7 +67,7 @@ def test_torch_reference_mirrors_the_flax_names_and_shapes():
         for collection in ("params", "batch_stats")
         for path, shape in _flatten(variables[collection]).items()
     }
-    net = torch_reference.cifar_net("resnet8", width=4)
+    net = pytorch.cifar_net("resnet8", width=4)
     torch_shapes = {
         name: tuple(t.shape)
         for name, t in net.state_dict().items()
@@ -74,8 +75,8 @@ def test_torch_reference_mirrors_the_flax_names_and_shapes():
     }
     assert torch_shapes == flax_shapes
     params = sum(math.prod(s) for s in _flatten(variables["params"]).values())
-    assert torch_reference.count_params(net) == params == 5006
-    assert isinstance(net.stage2_block1.shortcut, torch_reference.ShortcutA)
+    assert pytorch.count_params(net) == params == 5006
+    assert isinstance(net.stage2_block1.shortcut, pytorch.ShortcutA)
     assert net.stage1_block1.shortcut is None
 
 

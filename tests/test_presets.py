@@ -8,7 +8,8 @@ import jax
 import numpy as np
 import pytest
 
-from cnn_cases import costs, defaults, launch, rundir, train
+from cnn_cases.analysis import costs
+from cnn_cases.engine import defaults, launch, rundir, train
 from cnn_cases.studies import (
     common,
     googlenet_aux,

@@ -1,18 +1,18 @@
 """Registry models equal their PyTorch counterparts as functions, with the weights copied.
 
 torchvision's models with random weights and random BatchNorm statistics, converted by
-`cnn_cases.pretrained`, in eval mode on the same random images: logits equal to 1e-5 of the
-largest. The CIFAR nets against `cnn_cases.perf.torch_reference` the same way.
+`cnn_cases.interop.pretrained`, in eval mode on the same random images: logits equal to 1e-5 of the
+largest. The CIFAR nets against `cnn_cases.interop.pytorch` the same way.
 """
 
 import numpy as np
 import pytest
 import torch
 
-from cnn_cases import models, pretrained
-from cnn_cases.perf import torch_reference
+from cnn_cases import models
+from cnn_cases.interop import pretrained, pytorch
 
-torchvision = torch_reference.import_torchvision()
+torchvision = pytorch.import_torchvision()
 
 
 def _randomise_bn_statistics(net, seed: int = 0) -> None:
@@ -59,7 +59,7 @@ def test_registry_model_equals_torchvision(name, hw):
 @pytest.mark.parametrize("name", ["resnet20", "plain20", "resnet32"])
 def test_cifar_nets_equal_the_pytorch_reference(name):
     torch.manual_seed(0)
-    assert _compare(name, torch_reference.cifar_net(name), 32, batch=4) < 1e-5
+    assert _compare(name, pytorch.cifar_net(name), 32, batch=4) < 1e-5
 
 
 def test_even_input_stride_two_is_symmetric():
@@ -126,7 +126,7 @@ def _flatten(tree, prefix=()):
 def test_preprocessing_is_torchvision_s(tmp_path):
     from PIL import Image
 
-    from cnn_cases import imagenet
+    from cnn_cases.interop import imagenet
 
     rng = np.random.default_rng(0)
     for size in ((300, 400), (500, 333)):  # landscape and portrait, odd crops
@@ -148,7 +148,7 @@ def test_preprocessing_is_torchvision_s(tmp_path):
 def test_classify_top5_agrees_with_torchvision(tmp_path):
     from PIL import Image
 
-    from cnn_cases import imagenet
+    from cnn_cases.interop import imagenet
     from experiments import classify
 
     torch.manual_seed(0)

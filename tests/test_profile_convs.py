@@ -7,7 +7,8 @@ import math
 import flax.linen as nn
 import pytest
 
-from cnn_cases import costs, models
+from cnn_cases import models
+from cnn_cases.analysis import costs
 from cnn_cases.perf import convs
 
 _TINY = ["--model=resnet8", "--width=4", "--batch_size=8", "--reps=1", "--step_reps=1"]

@@ -5,7 +5,7 @@ import os
 import pytest
 from tensorboard.backend.event_processing import event_accumulator
 
-from cnn_cases import rundir
+from cnn_cases.engine import rundir
 
 
 def _scalars(workdir: str, tag: str) -> list[tuple[int, float]]:

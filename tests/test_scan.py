@@ -5,7 +5,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from cnn_cases import costs, models
+from cnn_cases import models
+from cnn_cases.analysis import costs
 from cnn_cases.models import resnet
 
 TOL = {"rtol": 1e-5, "atol": 1e-5}

@@ -12,7 +12,8 @@ import jax
 import numpy as np
 import pytest
 
-from cnn_cases import defaults, input_pipeline, rundir, splits, train
+from cnn_cases.data import input_pipeline, splits
+from cnn_cases.engine import defaults, rundir, train
 from tests.train_worker import tiny_config
 
 WORKER = os.path.join(os.path.dirname(__file__), "train_worker.py")

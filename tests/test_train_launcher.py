@@ -2,7 +2,7 @@
 
 import os
 
-from cnn_cases import launch, rundir
+from cnn_cases.engine import launch, rundir
 from experiments import train as launcher
 
 

@@ -9,7 +9,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from cnn_cases import launch, models, probes
+from cnn_cases import models
+from cnn_cases.analysis import probes
+from cnn_cases.engine import launch
 from cnn_cases.studies import resnet_depth, why_resnets
 
 

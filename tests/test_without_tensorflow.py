@@ -14,7 +14,7 @@ import textwrap
 import pytest
 from tensorboard.backend.event_processing import event_accumulator
 
-from cnn_cases import rundir
+from cnn_cases.engine import rundir
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -31,7 +31,7 @@ def main() -> None:
     import jax
     import numpy as np
 
-    from cnn_cases import parallel, rundir, train
+    from cnn_cases.engine import parallel, rundir, train
     from cnn_cases.kernels import onednn
 
     if args.coordinator:
@@ -58,7 +58,7 @@ def main() -> None:
 
 
 def tiny_config(steps: int):
-    from cnn_cases import defaults
+    from cnn_cases.engine import defaults
 
     c = defaults.default_config()
     c.model = "resnet8"

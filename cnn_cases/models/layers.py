@@ -1,7 +1,7 @@
 """Small layers shared by the case studies, and the factories every model builds on.
 
 Pooling and normalisation are modules (not bare functions) so that
-`cnn_cases.costs` sees them as layers and the per-layer table shows every
+`cnn_cases.analysis.costs` sees them as layers and the per-layer table shows every
 shape change, as the lecture draws it.
 
 `conv_factory` and `norm_factory` are the one place where a model's convolutions and

@@ -1,6 +1,6 @@
 """Where a train step's time goes: every convolution of a model, timed pass by pass.
 
-For each distinct convolution of the model (geometry from `cnn_cases.costs.model_cost`),
+For each distinct convolution of the model (geometry from `cnn_cases.analysis.costs.model_cost`),
 `profile` times its three passes on their own, jitted: the forward convolution, the input
 gradient and the kernel gradient (median over repetitions after warm-up, random inputs). Totals
 are weighted by how many layers share the geometry and set beside the whole train step
@@ -20,12 +20,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from cnn_cases import costs, models
+from cnn_cases import models
+from cnn_cases.analysis import costs
+from cnn_cases.interop import pytorch
 from cnn_cases.models.layers import conv_function
-from cnn_cases.perf import torch_reference
 from cnn_cases.perf.timing import time_calls
 from cnn_cases.perf.workload import JaxTrainStep, Workload
-from cnn_cases.tables import format_table
+from cnn_cases.report.tables import format_table
 
 PASSES = ("fwd", "dx", "dw")
 _DN = ("NHWC", "HWIO", "NHWC")
@@ -110,8 +111,8 @@ def profile(
     frameworks = ("jax", "torch") if vs_torch else ("jax",)
     torch_step = None
     if vs_torch:  # first: a model without a PyTorch reference fails before any timing
-        torch_reference.set_threads(torch_threads)
-        torch_step = torch_reference.TorchTrainStep(workload)
+        pytorch.set_threads(torch_threads)
+        torch_step = pytorch.TorchTrainStep(workload)
     steps = {"jax": JaxTrainStep(workload).step}
     if torch_step is not None:
         steps["torch"] = torch_step.step
@@ -120,7 +121,7 @@ def profile(
         seed = workload.seed + i
         passes = {"jax": JaxConvPasses(layer, workload.batch_size, seed, workload.kernels)}
         if vs_torch:
-            passes["torch"] = torch_reference.TorchConvPasses(
+            passes["torch"] = pytorch.TorchConvPasses(
                 workload.batch_size,
                 layer["in_shape"],
                 layer["kernel"],

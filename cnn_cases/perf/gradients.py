@@ -5,7 +5,7 @@ in training mode) in float32 under the current XLA_FLAGS, and the same gradient 
 a child process run without XLA_FLAGS and on XLA's own kernels (the reference), and reports the
 relative error over all parameters, ||g32 - g64|| / ||g64||, and the worst single tensor. With
 `vs_torch` it also measures PyTorch's own f32 gradient of the same CIFAR net against its float64
-one, on the same batch (`torch_reference`, PyTorch's initialisation): the yardstick for
+one, on the same batch (`cnn_cases.interop.pytorch`, PyTorch's initialisation): the yardstick for
 "f32-faithful".
 
 Run as a module (`python -m cnn_cases.perf.gradients`), it is that child: it reads
@@ -27,9 +27,9 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from cnn_cases import defaults
-from cnn_cases import train as train_lib
-from cnn_cases.perf import torch_reference
+from cnn_cases.engine import defaults
+from cnn_cases.engine import train as train_lib
+from cnn_cases.interop import pytorch
 from cnn_cases.perf.workload import Workload
 
 
@@ -102,14 +102,14 @@ def compare(test: dict[str, np.ndarray], ref: dict[str, np.ndarray]) -> dict[str
 
 def torch_gradient_error(workload: Workload) -> dict[str, Any]:
     """`compare` of PyTorch's f32 gradient of the CIFAR net against its float64 one."""
-    torch = torch_reference.import_torch()
+    torch = pytorch.import_torch()
     torch.manual_seed(workload.seed)
-    net = torch_reference.cifar_net(
+    net = pytorch.cifar_net(
         workload.model, width=workload.width, num_classes=workload.num_classes
     )
     images, labels = workload.random_batch(np.random.default_rng(workload.seed))
     f32, f64 = (
-        torch_reference.gradients(net, images, labels, dtype)
+        pytorch.gradients(net, images, labels, dtype)
         for dtype in (torch.float32, torch.float64)
     )
     return compare(f32, f64)

@@ -19,12 +19,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from cnn_cases import defaults
-from cnn_cases import train as train_lib
+from cnn_cases.engine import defaults
+from cnn_cases.engine import train as train_lib
 from cnn_cases.kernels import onednn
 from cnn_cases.perf.timing import time_calls
 from cnn_cases.perf.workload import Workload
-from cnn_cases.tables import format_table
+from cnn_cases.report.tables import format_table
 
 
 def benchmark(

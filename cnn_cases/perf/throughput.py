@@ -2,11 +2,12 @@
 
 `benchmark` measures, all in one run: images/s of the jitted train step (`JaxTrainStep`,
 random normal inputs; median over repetitions of a few steps each, after warm-up steps), the
-achieved GFLOP/s (conventional count from `cnn_cases.costs`: 2 FLOPs per multiply-add, x3 for
-forward + backward), the f32 matmul GFLOP/s of this machine and the percentage of it, the first
-step's trace + compile seconds, and the input pipeline's images/s on its own
+achieved GFLOP/s (conventional count from `cnn_cases.analysis.costs`: 2 FLOPs per
+multiply-add, x3 for forward + backward), the f32 matmul GFLOP/s of this machine and the
+percentage of it, the first step's trace + compile seconds, and the input pipeline's images/s
+on its own
 (`input_pipeline.Pipeline`, augment=True). With `vs_torch` it also times the same CIFAR ResNet
-in PyTorch (`torch_reference.TorchTrainStep`), alternating JAX and PyTorch repetitions so that
+in PyTorch (`pytorch.TorchTrainStep`), alternating JAX and PyTorch repetitions so that
 both see the same machine load, and reports the ratio JAX / PyTorch.
 """
 
@@ -21,12 +22,14 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from cnn_cases import costs, input_pipeline, models, splits
+from cnn_cases import models
+from cnn_cases.analysis import costs
+from cnn_cases.data import input_pipeline, splits
+from cnn_cases.interop import pytorch
 from cnn_cases.kernels import onednn
-from cnn_cases.perf import torch_reference
 from cnn_cases.perf.timing import time_calls
 from cnn_cases.perf.workload import JaxTrainStep, Workload
-from cnn_cases.tables import format_table
+from cnn_cases.report.tables import format_table
 
 
 def matmul_gflops(n: int, reps: int = 5) -> float:
@@ -80,8 +83,8 @@ def benchmark(
     `mfu`. Raises ValueError when `vs_torch` has no PyTorch reference for the model.
     """
     if vs_torch:  # first: a model without a PyTorch reference fails before any timing
-        torch_threads = torch_reference.set_threads(torch_threads)
-        torch_step = torch_reference.TorchTrainStep(workload)
+        torch_threads = pytorch.set_threads(torch_threads)
+        torch_step = pytorch.TorchTrainStep(workload)
         first = time_calls({"torch": torch_step.step}, reps=1)["torch"]
     peak = matmul_gflops(matmul_size)
     jax_step = JaxTrainStep(workload)
@@ -142,7 +145,7 @@ def benchmark(
             torch_gflops=torch_median * 3 * 2 * macs / 1e9,
             torch_params=torch_step.params,
             torch_threads=torch_threads,
-            torch_version=torch_reference.import_torch().__version__,
+            torch_version=pytorch.import_torch().__version__,
             torch_first_step_s=first.median,
             ratio_jax_over_torch=images_per_s / torch_median,
             ratio_jax_over_torch_paired=statistics.median(

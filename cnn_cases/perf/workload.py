@@ -1,7 +1,7 @@
 """What a measurement runs: a registry model's train step at one batch size and precision.
 
 `Workload` names the model and how it computes; `JaxTrainStep` is its jitted
-`cnn_cases.train.train_step` on a real `TrainState` (SGD momentum + weight decay), fed a few
+`cnn_cases.engine.train.train_step` on a real `TrainState` (SGD momentum + weight decay), fed a few
 random normal batches.
 """
 
@@ -17,8 +17,9 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from cnn_cases import defaults, models
-from cnn_cases import train as train_lib
+from cnn_cases import models
+from cnn_cases.engine import defaults
+from cnn_cases.engine import train as train_lib
 
 
 @dataclasses.dataclass(frozen=True)

@@ -20,8 +20,11 @@ from typing import Any
 import jax
 import ml_collections
 
-from cnn_cases import costs, defaults, rundir, splits, tables, train
-from cnn_cases.rundir import RunResult
+from cnn_cases.analysis import costs
+from cnn_cases.data import splits
+from cnn_cases.engine import defaults, rundir, train
+from cnn_cases.engine.rundir import RunResult
+from cnn_cases.report import tables
 
 Results = dict[str, dict[str, Any]]
 Curves = dict[str, list[dict[str, float]]]

@@ -12,8 +12,10 @@ from collections.abc import Mapping, Sequence
 
 import ml_collections
 
-from cnn_cases import costs, launch, plotting, tables
+from cnn_cases.analysis import costs
+from cnn_cases.engine import launch
 from cnn_cases.models import inception
+from cnn_cases.report import plotting, tables
 from cnn_cases.studies import common
 
 NAME = "googlenet_aux"

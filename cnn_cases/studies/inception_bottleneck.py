@@ -18,8 +18,10 @@ from typing import Any
 
 import ml_collections
 
-from cnn_cases import costs, launch, lecture, plotting, rundir, tables
+from cnn_cases.analysis import costs, lecture
+from cnn_cases.engine import launch, rundir
 from cnn_cases.models import inception
+from cnn_cases.report import plotting, tables
 from cnn_cases.studies import common
 
 NAME = "inception_bottleneck"

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import ml_collections
 
-from cnn_cases import costs, launch, plotting
+from cnn_cases.analysis import costs
+from cnn_cases.engine import launch
+from cnn_cases.report import plotting
 from cnn_cases.studies import common
 
 NAME = "lenet5"

@@ -12,8 +12,9 @@ from typing import Any
 
 import ml_collections
 
-from cnn_cases import launch, plotting
+from cnn_cases.engine import launch
 from cnn_cases.models import resnet
+from cnn_cases.report import plotting
 from cnn_cases.studies import common
 
 NAME = "resnet_depth"

@@ -26,18 +26,11 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from cnn_cases import (
-    defaults,
-    input_pipeline,
-    launch,
-    plotting,
-    probes,
-    rundir,
-    splits,
-    tables,
-    train,
-)
+from cnn_cases.analysis import probes
+from cnn_cases.data import input_pipeline, splits
+from cnn_cases.engine import defaults, launch, rundir, train
 from cnn_cases.models import resnet
+from cnn_cases.report import plotting, tables
 from cnn_cases.studies import common
 
 NAME = "why_resnets"

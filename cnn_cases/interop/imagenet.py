@@ -59,7 +59,7 @@ def synsets() -> tuple[str, ...]:
 def _torchvision_weights() -> list:
     """Every ImageNet-1k weight entry torchvision lists; [] without torchvision (said once)."""
     try:
-        from cnn_cases.perf.torch_reference import import_torchvision
+        from cnn_cases.interop.pytorch import import_torchvision
 
         tv = import_torchvision()
     except (ValueError, ImportError) as e:
@@ -107,7 +107,7 @@ def top_k(logits: np.ndarray, k: int = 5) -> list[tuple[int, float]]:
 
 def format_top_k(path: str, top: Sequence[tuple[int, float]]) -> str:
     """One block per image: the file, then rank, probability, synset and name."""
-    from cnn_cases import tables
+    from cnn_cases.report import tables
 
     rows = [(r + 1, f"{100 * p:.2f}%", synsets()[i], names()[i]) for r, (i, p) in enumerate(top)]
     return f"{path}\n" + tables.format_table(("", "prob", "synset", "class"), rows, align=">><<")

@@ -1,8 +1,10 @@
-"""Tables behind `python -m experiments.case_studies`."""
+"""Tables behind `python -m experiments.counts`."""
 
 from __future__ import annotations
 
-from cnn_cases import costs, models, tables
+from cnn_cases import models
+from cnn_cases.analysis import costs
+from cnn_cases.report import tables
 
 
 def _fmt_diff(ours: int, published: int | None, rng: tuple[int, int] | None) -> str:

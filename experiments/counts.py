@@ -1,7 +1,7 @@
 """Every registry model at its default input: parameters and multiply-adds vs the papers.
 
-    python -m experiments.case_studies                 # the summary table + lecture examples
-    python -m experiments.case_studies --model=lenet5  # one model's per-layer table
+    python -m experiments.counts                 # the summary table + lecture examples
+    python -m experiments.counts --model=lenet5  # one model's per-layer table
 
 Counts come from `jax.eval_shape` (nothing is compiled); the whole table takes seconds.
 """
@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 from absl import app, flags
 
-from cnn_cases import case_studies, lecture
+from cnn_cases.analysis import counts, lecture
 from experiments import common
 
 _MODEL = flags.DEFINE_string("model", None, "Print this model's per-layer table.")
@@ -25,9 +25,9 @@ def main(argv: Sequence[str]) -> None:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
     common.quiet_logs()
     if _MODEL.value:
-        print(case_studies.layer_table(_MODEL.value, train=_TRAIN.value, max_rows=_MAX_ROWS.value))
+        print(counts.layer_table(_MODEL.value, train=_TRAIN.value, max_rows=_MAX_ROWS.value))
     else:
-        print(case_studies.summary_table())
+        print(counts.summary_table())
         print()
         print(lecture.report())
 

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import tensorflow_datasets as tfds
 
-from cnn_cases import sources
+from cnn_cases.data import sources
 
 _OFFLINE_HINT = (
     "point data_dir (the launchers' --config.data_dir=DIR) or TFDS_DATA_DIR at a folder "

@@ -1,4 +1,4 @@
-"""Deterministic batches of an in-memory :class:`~cnn_cases.splits.Split`.
+"""Deterministic batches of an in-memory :class:`~cnn_cases.data.splits.Split`.
 
 :class:`Pipeline`'s ``batch(step)`` depends only on ``(seed, step)``: a resumed run sees the
 same data, and every process of a multi-host run computes the same global batch, keeping only
@@ -16,8 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from cnn_cases import splits
-from cnn_cases.splits import Split
+from cnn_cases.data import splits
+from cnn_cases.data.splits import Split
 
 
 def _broadcast_mean(mean: np.ndarray | None, hwc: tuple[int, int, int]) -> np.ndarray | None:

@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from cnn_cases import costs
+from cnn_cases.analysis import costs
 
 # The 6x6 matrix of the lecture's 1x1 convolution slide.
 LECTURE_MATRIX = np.array(

@@ -9,7 +9,7 @@ Models and the PyTorch models whose `state_dict` they take:
     alexnet_torchvision                 torchvision.models.alexnet
     vgg11 ... vgg19, vgg11_bn ... vgg19_bn   torchvision.models.vgg*
     resnet18 ... resnet152              torchvision.models.resnet*
-    resnetD, plainD (CIFAR)             cnn_cases.perf.torch_reference (the same names as Flax)
+    resnetD, plainD (CIFAR)             cnn_cases.interop.pytorch (the same names as Flax)
 
 Layouts: conv weights (O, I, H, W) become kernels (H, W, I, O); linear weights (out, in) become
 (in, out), the first classifier layer of AlexNet/VGG with its inputs reordered from PyTorch's
@@ -59,7 +59,7 @@ def read_state_dict(path: str) -> dict[str, np.ndarray]:
             from safetensors.numpy import load_file
 
             return dict(load_file(path))
-        from cnn_cases.perf.torch_reference import import_torch
+        from cnn_cases.interop.pytorch import import_torch
 
         torch = import_torch()
         state = torch.load(path, map_location="cpu", weights_only=True)

@@ -24,7 +24,7 @@ import numpy as np
 from flax.linen.linear import canonicalize_padding
 from jax import lax
 
-from cnn_cases.tables import format_table
+from cnn_cases.report.tables import format_table
 
 
 @dataclasses.dataclass(frozen=True)

@@ -25,8 +25,10 @@ import optax
 import orbax.checkpoint as ocp
 from flax.training import train_state
 
-from cnn_cases import defaults, input_pipeline, models, parallel, rundir, splits
-from cnn_cases.rundir import RunResult
+from cnn_cases import models
+from cnn_cases.data import input_pipeline, splits
+from cnn_cases.engine import defaults, parallel, rundir
+from cnn_cases.engine.rundir import RunResult
 
 
 class TrainState(train_state.TrainState):

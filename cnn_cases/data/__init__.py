@@ -1,0 +1,1 @@
+"""Data: TFDS splits read without TensorFlow and held in memory, and their batches."""

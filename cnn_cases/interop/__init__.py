@@ -1,0 +1,1 @@
+"""Other frameworks: torchvision's weights, ImageNet inference, the PyTorch reference nets."""
