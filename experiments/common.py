@@ -5,13 +5,13 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Callable, Sequence
-from types import ModuleType
 
 import jax
 import ml_collections
-from absl import app, flags, logging
+from absl import app, flags
 
-from cnn_cases.engine import launch, parallel, train
+from cnn_cases.engine import launch, parallel, periodic, steps, train
+from cnn_cases.studies import template
 
 _COORDINATOR = flags.DEFINE_string(
     "coordinator_address",
@@ -29,10 +29,11 @@ def initialize_distributed() -> bool:
     )
 
 
-def quiet_logs() -> None:
-    """Orbax and TFDS log every save and read at INFO; keep the launcher's own lines readable."""
-    if logging.get_verbosity() <= logging.INFO and not flags.FLAGS["verbosity"].present:
-        logging.set_verbosity(logging.WARNING)
+def show_progress() -> None:
+    """The runs' progress at INFO, without Orbax's and TFDS's INFO lines (`--verbosity` given:
+    absl's own levels, for every library)."""
+    if not flags.FLAGS["verbosity"].present:
+        periodic.log_progress()
 
 
 def _fail(message: str) -> None:
@@ -69,45 +70,52 @@ def define_flags(
 
     Returns the workdir flag and the flags parser for `run`: a bad --config flag is one line.
     """
-    try:  # the default is parsed (with the command line's overrides) right here
+    try:  # presets and keys first; the default is parsed (with the overrides) right here
+        launch.check_config_args(sys.argv[1:], get_config)
         launch.define_config_flag(launcher_file, flags.FLAGS)
+    except ValueError as e:
+        _fail(str(e))
     except (flags.Error, AttributeError, KeyError) as e:
-        _fail(launch.config_error(e, get_config, sys.argv))
+        _fail(launch.first_line(e))
     workdir_flag = flags.DEFINE_string("workdir", workdir, "Results and checkpoints.")
 
     def parse(argv: Sequence[str]) -> Sequence[str]:
         try:
             return flags.FLAGS(argv)
         except (flags.Error, AttributeError, KeyError) as e:
-            _fail(launch.config_error(e, get_config, sys.argv))
+            _fail(launch.first_line(e))
             raise  # unreachable: _fail exits
 
     return workdir_flag, parse
 
 
-def main(study: ModuleType, launcher_file: str) -> None:
+def main(
+    study: template.Study,
+    get_config: Callable[..., ml_collections.ConfigDict],
+    launcher_file: str,
+) -> None:
     """The whole program of a study's launcher.
 
     Flags: `--config=LAUNCHER[:PRESET]` (default: this launcher, preset chosen by the backend)
     with `--config.KEY=VALUE` overrides, `--workdir`, and the multi-host flags above.
     """
-    workdir, parse = define_flags(launcher_file, study.get_config, f"runs/{study.NAME}")
+    workdir, parse = define_flags(launcher_file, get_config, f"runs/{study.name}")
 
     def study_main(argv: Sequence[str]) -> None:
         if len(argv) > 1:
             raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-        quiet_logs()
+        show_progress()
         initialize_distributed()
-        config, automatic = launch.resolve_preset(flags.FLAGS["config"], study.get_config)
+        config, automatic = launch.resolve_preset(flags.FLAGS["config"], get_config)
         study.validate(config)  # fail before any training
-        minutes = getattr(study, "expected_minutes", lambda c: c.expected_minutes)(config)
-        minutes *= len(train.seed_list(config))  # vmapped seeds take about as long as in turn
+        minutes = study.expected_minutes(config)
+        minutes *= len(steps.seed_list(config))  # vmapped seeds take about as long as in turn
         launcher = os.path.relpath(launcher_file)
         launch.announce(config.preset, automatic, minutes, workdir.value, launcher)
         results = study.run(config, workdir.value)
         if results is not None and jax.process_index() == 0:
             print()
             print(study.summary(results, workdir.value))
-            print(f"wrote results.json, curves.csv, {study.NAME}.png to {workdir.value}")
+            print(f"wrote results.json, curves.csv, {study.name}.png to {workdir.value}")
 
     run(study_main, flags_parser=parse)

@@ -24,8 +24,7 @@ from absl import app, flags
 
 from cnn_cases.engine import defaults, rundir, train
 from cnn_cases.report import tables
-from cnn_cases.studies import common as study_common
-from experiments import common
+from experiments import common, presets
 
 PRESETS = ("default", "smoke")
 
@@ -33,16 +32,17 @@ PRESETS = ("default", "smoke")
 def get_config(preset: str | None = None) -> ml_collections.ConfigDict:
     """`default`: the engine's defaults (He et al.'s CIFAR recipe, 64k steps); `smoke`: 3 steps."""
     c = defaults.default_config()
-    c.preset = study_common.check_preset(preset, PRESETS) or "default"
+    c.preset = presets.check_preset(preset, PRESETS) or "default"
     if c.preset == "smoke":
-        smoke = study_common.smoke(study_common.base_config())
+        smoke = presets.smoke(presets.base_config())
         c.update({k: v for k, v in smoke.items() if k in c and k != "preset"})
     return c
 
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> rundir.RunResult | None:
     """Trains `config.model` on `config.dataset` into `workdir`; prints the final errors."""
-    result = train.train_and_evaluate(config, workdir)
+    results = train.train(config, workdir)
+    result = None if results is None else results[0]
     if result is not None and jax.process_index() == 0:
         rows = [(config.model, config.dataset, f"{result.params:,}", result.steps)]
         rows[0] += tuple(f"{100 * e:.2f}%" for e in (result.train_error, result.test_error))
@@ -54,7 +54,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> rundir.RunResult | N
 def main(argv: Sequence[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-    common.quiet_logs()
+    common.show_progress()
     common.initialize_distributed()
     run(flags.FLAGS.config, flags.FLAGS.workdir)
 

@@ -9,13 +9,63 @@ Trains plainD/resnetD (or reads them from a resnet_depth workdir of the same rec
 W = 0, b = 0 blocks and checks the ResNet's function is unchanged while the plain net's
 collapses, trains both deeper nets on, and probes responses and gradients. Writes
 results.json, curves.csv and why_resnets.png to --workdir. Presets and keys:
-`cnn_cases.studies.why_resnets.get_config`.
+`get_config` below.
 """
 
-from cnn_cases.studies import why_resnets as study
-from experiments import common
+from __future__ import annotations
 
-get_config = study.get_config  # what --config=experiments/why_resnets.py:PRESET reads
+import ml_collections
+
+from cnn_cases.studies import why_resnets
+from experiments import common, presets
+
+
+def get_config(preset: str | None = None) -> ml_collections.ConfigDict:
+    """The study's config for `preset` (None: the backend's, chosen when the run starts).
+
+    Knobs: `depth` (the shallow nets), `extra_blocks` (appended per stage), `more_steps` (of
+    training after deepening, at the schedule's last learning rate), `probe_depths` (Figure 7;
+    the deepest also for the gradients), `probe_examples`, `from_workdir`.
+
+    cpu: the nets of the resnet_depth cpu preset (width 8, 16x16 CIFAR, 900 steps of 128),
+        plain20/resnet20 deepened by one block per stage to 26 layers and trained on 300 steps;
+        Figure 7 and the gradients at depths 20 and 56.
+    colab: the nets of the resnet_depth colab preset (full width and resolution, 3,000
+        steps), 1,000 more steps; about 10 minutes on Colab's T4 by an estimate from
+        multiply-adds (`variants.estimate_minutes`), less with `from_workdir`; not measured.
+    full: He et al.'s recipe (resnet_depth's full preset), 8,000 more steps.
+    smoke: seconds; for tests and notebooks (depth 8, probed too, width 4).
+    """
+    c = presets.base_config(
+        depth=20,
+        extra_blocks=1,
+        more_steps=300,
+        probe_depths=(20, 56),
+        probe_examples=1_000,
+        from_workdir="",
+        width=16,
+        zero_init_residual=False,
+        shortcut="A",
+        warmup_from_depth=110,
+    )
+    c.preset = presets.check_preset(preset)
+    if c.preset == presets.FULL:
+        c.update(presets.FULL_CADENCE)
+        c.update(num_steps=64_000, lr_boundaries=(32_000, 48_000), more_steps=8_000)
+        c.expected_minutes = 6 * 15.0
+    elif c.preset == presets.COLAB:
+        c.update(presets.COLAB_CIFAR)
+        c.more_steps = 1_000
+        c.expected_minutes = 10.0
+    elif c.preset == "smoke":
+        presets.smoke(c).update(depth=8, probe_depths=(8,), width=4, more_steps=3)
+        c.probe_examples = 100
+    else:
+        c.update(presets.CPU_CADENCE)
+        c.update(presets.CPU_CIFAR)
+        c.expected_minutes = 7.0
+    return c
+
 
 if __name__ == "__main__":
-    common.main(study, __file__)
+    common.main(why_resnets.STUDY, get_config, __file__)

@@ -11,33 +11,35 @@ import pytest
 from cnn_cases import models
 from cnn_cases.analysis import costs
 from cnn_cases.studies import googlenet_aux
+from experiments import googlenet_aux as googlenet_aux_configs
+from experiments import presets
 
 
-@pytest.mark.parametrize("preset", googlenet_aux.PRESETS)
+@pytest.mark.parametrize("preset", presets.PRESETS)
 def test_presets_are_complete(preset):
-    c = googlenet_aux.get_config(preset)
+    c = googlenet_aux_configs.get_config(preset)
     assert c.preset == preset and c.expected_minutes > 0 and c.aux_loss_weight == 0.3
-    configs = googlenet_aux.variant_configs(c)
+    configs = googlenet_aux.STUDY.variants(c)
     assert configs["with_aux"].model == configs["without_aux"].model == "googlenet_cifar"
     assert "aux_logits" not in configs["with_aux"].model_kwargs  # the default: heads on
     assert configs["without_aux"].model_kwargs.aux_logits is False
 
 
 def test_without_by_zero_weight_and_bad_settings():
-    c = googlenet_aux.get_config("smoke")
+    c = googlenet_aux_configs.get_config("smoke")
     c.without = "zero_weight"
-    w = googlenet_aux.variant_configs(c)["without_aux"]
+    w = googlenet_aux.STUDY.variants(c)["without_aux"]
     assert w.aux_loss_weight == 0.0 and w.model_kwargs.aux_logits is True
     c.without = "drop"
     with pytest.raises(ValueError, match="without='drop'"):
-        googlenet_aux.variant_configs(c)
+        googlenet_aux.STUDY.variants(c)
     c.without, c.aux_loss_weight = "no_heads", 0.0
     with pytest.raises(ValueError, match="aux_loss_weight must be > 0"):
-        googlenet_aux.variant_configs(c)
+        googlenet_aux.STUDY.variants(c)
 
 
 def test_aux_heads_exist_only_in_training():
-    kwargs = googlenet_aux.get_config("smoke").model_kwargs.to_dict()
+    kwargs = googlenet_aux_configs.get_config("smoke").model_kwargs.to_dict()
     model = models.get_model("googlenet_cifar", width_multiplier=0.0625, **kwargs)
     x = jnp.zeros((2, 32, 32, 3))
     v = jax.jit(lambda x: model.init(jax.random.PRNGKey(0), x, train=True))(x)
@@ -56,10 +58,10 @@ def test_aux_heads_exist_only_in_training():
 
 
 def test_smoke_run_writes_every_file(tmp_path):
-    config = googlenet_aux.get_config("smoke")
+    config = googlenet_aux_configs.get_config("smoke")
     config.dataset = "synthetic"
     workdir = str(tmp_path / "run")
-    results = googlenet_aux.run(config, workdir)
+    results = googlenet_aux.STUDY.run(config, workdir)
     with open(os.path.join(workdir, "results.json")) as f:
         assert json.load(f) == results
     w, wo = results["with_aux"], results["without_aux"]
@@ -84,6 +86,6 @@ def test_smoke_run_writes_every_file(tmp_path):
     with open(os.path.join(workdir, "googlenet_aux.png"), "rb") as f:
         assert f.read(8) == b"\x89PNG\r\n\x1a\n"
     evals = len([r for r in rows if r["variant"] == "with_aux"])
-    text = googlenet_aux.summary(results, workdir)
+    text = googlenet_aux.STUDY.summary(results, workdir)
     assert text.split("\n\n")[0].count("%") == 3 * evals  # main, aux1, aux2 per evaluation
     assert "without_aux" in text.split("\n\n")[1]

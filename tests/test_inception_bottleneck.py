@@ -7,13 +7,15 @@ import os
 import pytest
 
 from cnn_cases.studies import inception_bottleneck
+from experiments import inception_bottleneck as inception_bottleneck_configs
+from experiments import presets
 
 
-@pytest.mark.parametrize("preset", inception_bottleneck.PRESETS)
+@pytest.mark.parametrize("preset", presets.PRESETS)
 def test_presets_are_complete(preset):
-    c = inception_bottleneck.get_config(preset)
+    c = inception_bottleneck_configs.get_config(preset)
     assert c.preset == preset and c.expected_minutes > 0 and c.width_multiplier > 0
-    configs = inception_bottleneck.variant_configs(c)
+    configs = inception_bottleneck.STUDY.variants(c)
     assert set(configs) == {"naive", "bottleneck"}
     # The same recipe for both: only the modules differ.
     a, b = (configs[v].to_dict() for v in ("naive", "bottleneck"))
@@ -24,14 +26,14 @@ def test_presets_are_complete(preset):
 
 
 def test_full_preset_is_the_cifar_recipe():
-    c = inception_bottleneck.get_config("full")
+    c = inception_bottleneck_configs.get_config("full")
     assert (c.batch_size, c.num_steps, c.learning_rate, c.momentum) == (128, 64_000, 0.1, 0.9)
     assert tuple(c.lr_boundaries) == (32_000, 48_000) and c.augment and c.flip
 
 
 def test_unknown_preset_is_refused():
     with pytest.raises(ValueError, match="unknown preset 'fast'"):
-        inception_bottleneck.get_config("fast")
+        inception_bottleneck_configs.get_config("fast")
 
 
 def test_module_arithmetic_is_the_lecture_and_the_paper():
@@ -47,18 +49,18 @@ def test_module_arithmetic_is_the_lecture_and_the_paper():
 
 
 def test_smoke_run_writes_every_file(tmp_path):
-    config = inception_bottleneck.get_config("smoke")
+    config = inception_bottleneck_configs.get_config("smoke")
     config.dataset = "synthetic"
     config.equal_macs = True
     workdir = str(tmp_path / "run")
-    results = inception_bottleneck.run(config, workdir)
+    results = inception_bottleneck.STUDY.run(config, workdir)
     with open(os.path.join(workdir, "results.json")) as f:
         assert json.load(f) == results
     assert list(results) == ["naive", "bottleneck", inception_bottleneck.EQUAL_MACS_VARIANT]
     wide = results[inception_bottleneck.EQUAL_MACS_VARIANT]
     assert wide["width_multiplier"] > results["bottleneck"]["width_multiplier"]
     assert wide["macs"] >= results["naive"]["macs"] > results["bottleneck"]["macs"]
-    assert "equal multiply-adds" in inception_bottleneck.summary(results, workdir)
+    assert "equal multiply-adds" in inception_bottleneck.STUDY.summary(results, workdir)
     keys = {
         "width_multiplier",
         "params",
@@ -81,16 +83,16 @@ def test_smoke_run_writes_every_file(tmp_path):
     assert list(rows[0])[:4] == ["step", "variant", "train_error", "test_error"]
     with open(os.path.join(workdir, "inception_bottleneck.png"), "rb") as f:
         assert f.read(8) == b"\x89PNG\r\n\x1a\n"
-    assert "fewer multiply-adds" in inception_bottleneck.summary(results, workdir)
+    assert "fewer multiply-adds" in inception_bottleneck.STUDY.summary(results, workdir)
     # Rerunning returns the stored results without training again.
-    assert inception_bottleneck.run(config, workdir) == results
+    assert inception_bottleneck.STUDY.run(config, workdir) == results
 
 
 def test_equal_macs_variant_costs_what_the_naive_net_costs():
-    c = inception_bottleneck.get_config("cpu")
+    c = inception_bottleneck_configs.get_config("cpu")
     c.dataset = "synthetic"  # 32x32x3, 10 classes, as cifar10
     c.equal_macs = True
-    configs = inception_bottleneck.variant_configs(c)
+    configs = inception_bottleneck.STUDY.variants(c)
     assert set(configs) == {"naive", "bottleneck", inception_bottleneck.EQUAL_MACS_VARIANT}
     wide = configs[inception_bottleneck.EQUAL_MACS_VARIANT].model_kwargs
     assert wide.bottleneck and wide.width_multiplier > c.width_multiplier

@@ -7,24 +7,34 @@ import sys
 import pytest
 
 from cnn_cases.engine import launch
-from cnn_cases.studies import googlenet_aux, inception_bottleneck, lenet5, resnet_depth, why_resnets
+from cnn_cases.studies import template
+from experiments import (
+    googlenet_aux,
+    inception_bottleneck,
+    lenet5,
+    presets,
+    resnet_depth,
+    why_resnets,
+)
 
+# The config files (experiments/<study>.py), each with the library study it launches.
 STUDIES = (resnet_depth, inception_bottleneck, googlenet_aux, lenet5, why_resnets)
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-@pytest.mark.parametrize("study", STUDIES, ids=lambda s: s.NAME)
-def test_every_study_has_the_same_presets_and_interface(study):
-    assert study.PRESETS == launch.PRESETS == ("cpu", "smoke", "colab", "full")
-    for preset in study.PRESETS:
-        c = study.get_config(preset)
+@pytest.mark.parametrize("configs", STUDIES, ids=lambda m: m.__name__)
+def test_every_study_has_the_same_presets_and_interface(configs):
+    assert presets.PRESETS == launch.PRESETS == ("cpu", "smoke", "colab", "full")
+    for preset in presets.PRESETS:
+        c = configs.get_config(preset)
         assert c.preset == preset and c.expected_minutes > 0
-        assert set(c) == set(study.get_config("cpu"))  # overrides apply to every preset alike
-    for name in ("validate", "variant_configs", "run", "summary"):
-        assert callable(getattr(study, name))
+        assert set(c) == set(configs.get_config("cpu"))  # overrides apply to every preset alike
+    study = getattr(configs, configs.__name__.rsplit(".", 1)[1]).STUDY
+    assert isinstance(study, template.Study) and study.name == configs.__name__.split(".")[-1]
+    assert type(study).variants is not template.Study.variants
     valid = r"\(valid: cpu, smoke, colab, full\)"
     with pytest.raises(ValueError, match=f"unknown preset 'paper' {valid}"):
-        study.get_config("paper")
+        configs.get_config("paper")
 
 
 def test_overrides_are_typed():

@@ -2,19 +2,22 @@
 
 import csv
 import json
+import logging
 import os
 
 import pytest
 
 from cnn_cases.studies import lenet5
+from experiments import lenet5 as lenet5_configs
+from experiments import presets
 
 
-@pytest.mark.parametrize("preset", lenet5.PRESETS)
+@pytest.mark.parametrize("preset", presets.PRESETS)
 def test_presets_are_complete(preset):
-    c = lenet5.get_config(preset)
+    c = lenet5_configs.get_config(preset)
     assert c.preset == preset and c.expected_minutes > 0
     assert c.dataset == "mnist" and not c.augment and c.mean_subtract
-    kw = {v: dict(x.model_kwargs) for v, x in lenet5.variant_configs(c).items()}
+    kw = {v: dict(x.model_kwargs) for v, x in lenet5.STUDY.variants(c).items()}
     assert kw == {
         "classic": {"activation": "tanh", "pool": "avg"},
         "modern": {"activation": "relu", "pool": "max"},
@@ -22,20 +25,21 @@ def test_presets_are_complete(preset):
 
 
 def test_cpu_preset_fits_five_minutes():
-    assert lenet5.get_config("cpu").expected_minutes <= 5
+    assert lenet5_configs.get_config("cpu").expected_minutes <= 5
 
 
 def test_unknown_preset_is_refused():
     with pytest.raises(ValueError, match="unknown preset 'fast'"):
-        lenet5.get_config("fast")
+        lenet5_configs.get_config("fast")
 
 
-def test_smoke_run_prints_shapes_and_writes_every_file(tmp_path, capsys):
-    config = lenet5.get_config("smoke")
+def test_smoke_run_logs_shapes_and_writes_every_file(tmp_path, caplog):
+    config = lenet5_configs.get_config("smoke")
     config.dataset = "synthetic_28x28x1"
     workdir = str(tmp_path / "run")
-    results = lenet5.run(config, workdir)
-    out = capsys.readouterr().out
+    caplog.set_level(logging.INFO)
+    results = lenet5.STUDY.run(config, workdir)
+    out = caplog.text
     for line in ("c1 ", "28x28x6", "5x5x16", "61,706"):
         assert line in out
     with open(os.path.join(workdir, "results.json")) as f:
@@ -51,11 +55,11 @@ def test_smoke_run_prints_shapes_and_writes_every_file(tmp_path, capsys):
 
 
 def test_seeds_give_mean_and_spread(tmp_path):
-    config = lenet5.get_config("smoke")
+    config = lenet5_configs.get_config("smoke")
     config.dataset, config.seeds = "synthetic_28x28x1", 3
-    results = lenet5.run(config, str(tmp_path / "run"))
+    results = lenet5.STUDY.run(config, str(tmp_path / "run"))
     for r in results.values():
         assert r["seeds"] == 3 and len(r["test_errors"]) == 3
         assert r["test_error"] == pytest.approx(sum(r["test_errors"]) / 3)
-    text = lenet5.summary(results, str(tmp_path / "run"))
+    text = lenet5.STUDY.summary(results, str(tmp_path / "run"))
     assert f"{100 * results['modern']['test_error_std']:.2f}%" in text and " ± " in text

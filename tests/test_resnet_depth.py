@@ -8,38 +8,40 @@ import numpy as np
 import pytest
 
 from cnn_cases.studies import resnet_depth
+from experiments import presets
+from experiments import resnet_depth as resnet_depth_configs
 
 
-@pytest.mark.parametrize("preset", resnet_depth.PRESETS)
+@pytest.mark.parametrize("preset", presets.PRESETS)
 def test_presets_are_complete(preset):
-    c = resnet_depth.get_config(preset)
+    c = resnet_depth_configs.get_config(preset)
     assert c.preset == preset and c.expected_minutes > 0
     assert all((d - 2) % 6 == 0 for d in c.depths)
     assert c.batch_size % 8 == 0 or preset == "smoke"
 
 
 def test_full_preset_is_he_et_al():
-    c = resnet_depth.get_config("full")
+    c = resnet_depth_configs.get_config("full")
     assert (c.width, c.batch_size, c.num_steps, c.learning_rate) == (16, 128, 64_000, 0.1)
     assert tuple(c.lr_boundaries) == (32_000, 48_000) and c.lr_decay == 0.1
     assert (c.momentum, c.weight_decay, c.crop_padding, c.flip) == (0.9, 1e-4, 4, True)
     assert c.warmup_steps == 400 and c.warmup_from_depth == 110 and c.shortcut == "A"
     c.depths = (56, 110)
-    nets = resnet_depth.variant_configs(c)
+    nets = resnet_depth.STUDY.variants(c)
     assert nets["resnet56"].warmup_steps == 0 and nets["plain56"].warmup_steps == 0
     assert nets["resnet110"].warmup_steps == 400 and nets["plain110"].warmup_steps == 400
 
 
 def test_unknown_preset_is_refused():
     with pytest.raises(ValueError, match="unknown preset 'fast'"):
-        resnet_depth.get_config("fast")
+        resnet_depth_configs.get_config("fast")
 
 
 def test_smoke_run_on_a_tfds_dataset_writes_every_file(tmp_path, tiny_tfds_dir):
-    config = resnet_depth.get_config("smoke")
+    config = resnet_depth_configs.get_config("smoke")
     config.dataset, config.data_dir = "tiny_cifar", tiny_tfds_dir
     workdir = str(tmp_path / "run")
-    results = resnet_depth.run(config, workdir)
+    results = resnet_depth.STUDY.run(config, workdir)
     assert set(results) == {"plain8", "plain14", "resnet8", "resnet14"}
     with open(os.path.join(workdir, "results.json")) as f:
         stored = json.load(f)
@@ -62,28 +64,28 @@ def test_smoke_run_on_a_tfds_dataset_writes_every_file(tmp_path, tiny_tfds_dir):
 
 
 def test_rerun_skips_finished_nets_and_resumes_an_unfinished_one(tmp_path):
-    config = resnet_depth.get_config("smoke")
+    config = resnet_depth_configs.get_config("smoke")
     config.dataset = "synthetic"
     config.depths = (8,)
     workdir = str(tmp_path / "run")
-    assert resnet_depth.run(config, workdir, stop_after=2) is None  # interrupted in plain8
+    assert resnet_depth.STUDY.run(config, workdir, stop_after=2) is None  # interrupted in plain8
     assert not os.path.exists(os.path.join(workdir, "nets", "plain8", "result.json"))
-    first = resnet_depth.run(config, workdir)
+    first = resnet_depth.STUDY.run(config, workdir)
     mtime = os.path.getmtime(os.path.join(workdir, "nets", "plain8", "result.json"))
-    again = resnet_depth.run(config, workdir)
+    again = resnet_depth.STUDY.run(config, workdir)
     assert again == first
     assert os.path.getmtime(os.path.join(workdir, "nets", "plain8", "result.json")) == mtime
-    fresh = resnet_depth.run(config, str(tmp_path / "fresh"))
+    fresh = resnet_depth.STUDY.run(config, str(tmp_path / "fresh"))
     drop_time = lambda rs: {k: {**v, "seconds": 0} for k, v in rs.items()}
     assert drop_time(fresh) == drop_time(first)  # interrupted + resumed == uninterrupted
 
 
 def test_seeds_run_as_one_program_and_report_mean_and_spread(tmp_path, tiny_tfds_dir):
-    config = resnet_depth.get_config("smoke")
+    config = resnet_depth_configs.get_config("smoke")
     config.depths, config.seeds = (8,), 2
     config.dataset, config.data_dir = "tiny_cifar", tiny_tfds_dir
     workdir = str(tmp_path / "run")
-    results = resnet_depth.run(config, workdir)
+    results = resnet_depth.STUDY.run(config, workdir)
     for name, r in results.items():
         stored = json.load(open(os.path.join(workdir, "nets", name, "result.json")))
         assert [s["train_error"] for s in stored] == r["train_errors"]  # one result per seed
@@ -93,7 +95,7 @@ def test_seeds_run_as_one_program_and_report_mean_and_spread(tmp_path, tiny_tfds
         header = next(csv.reader(f))
     assert header == ["step", "variant", "train_error", "train_error_std", "test_error",
                       "test_error_std"]  # fmt: skip
-    text = resnet_depth.summary(results, workdir)
+    text = resnet_depth.STUDY.summary(results, workdir)
     r = results["resnet8"]
     assert f"{100 * r['train_error']:.2f} ± {100 * r['train_error_std']:.2f}%" in text
     assert "train err per seed" in text

@@ -1,4 +1,5 @@
-"""The run directory's TensorBoard events: written without TensorFlow, read by TensorBoard."""
+"""The run directory's history, metrics file and TensorBoard events (written without
+TensorFlow, read by TensorBoard)."""
 
 import os
 
@@ -16,13 +17,17 @@ def _scalars(workdir: str, tag: str) -> list[tuple[int, float]]:
 
 def test_events_after_a_resume_show_each_step_once_with_the_resumed_values(tmp_path):
     workdir = str(tmp_path)
-    writer = rundir.MetricsWriter(workdir, resume_step=0)
+    history = rundir.History()
+    writer = rundir.MetricsWriter(workdir, history, first_step=1)
     for step in range(1, 7):  # the run is interrupted after step 6, its checkpoint is at 3
-        writer.write(step, "train", {"loss": float(step), "error": [0.5, 0.25]})
+        writer.write(history.add(step, "train", {"loss": float(step), "error": [0.5, 0.25]}))
+        if step == 3:
+            saved = rundir.History([dict(r) for r in history.rows])  # as the checkpoint holds it
     writer.close()
-    writer = rundir.MetricsWriter(workdir, resume_step=3)
+    history = saved
+    writer = rundir.MetricsWriter(workdir, history, first_step=4)
     for step in range(4, 8):
-        writer.write(step, "train", {"loss": 10.0 + step, "error": [0.5, 0.25]})
+        writer.write(history.add(step, "train", {"loss": 10.0 + step, "error": [0.5, 0.25]}))
     writer.close()
     expected = [(1, 1.0), (2, 2.0), (3, 3.0), (4, 14.0), (5, 15.0), (6, 16.0), (7, 17.0)]
     assert _scalars(workdir, "train/loss") == expected
@@ -33,8 +38,9 @@ def test_events_after_a_resume_show_each_step_once_with_the_resumed_values(tmp_p
 
 def test_a_writer_off_process_zero_writes_nothing(tmp_path, monkeypatch):
     monkeypatch.setattr(rundir.jax, "process_index", lambda: 1)
-    writer = rundir.MetricsWriter(str(tmp_path), resume_step=0)
-    writer.write(1, "train", {"loss": 1.0})
+    history = rundir.History()
+    writer = rundir.MetricsWriter(str(tmp_path), history, first_step=1)
+    writer.write(history.add(1, "train", {"loss": 1.0}))
     writer.close()
     assert os.listdir(tmp_path) == []
 
@@ -49,3 +55,30 @@ def test_event_writer_files_are_closed_and_readable(tmp_path, first_step):
     events.Reload()
     assert sorted(events.Tags()["scalars"]) == ["a", "b/c"]
     assert [(e.step, e.value) for e in events.Scalars("b/c")] == [(first_step, -2.0)]
+
+
+def test_history_rows_by_kind_and_the_clock():
+    h = rundir.History()
+    assert h.seconds() == 0.0 and h.of("eval") == []
+    h.add(1, "train", {"loss": 2.0, "seconds": 1.5})
+    h.add(1, "eval", {"test_error": 0.5})
+    h.add(2, "train", {"loss": 1.0, "seconds": 3.25})
+    assert h.of("eval") == [{"step": 1, "test_error": 0.5}]
+    assert [r["loss"] for r in h.of("train")] == [2.0, 1.0]
+    assert h.seconds() == 3.25
+
+
+def test_checkpoint_holds_state_and_history(tmp_path):
+    import jax.numpy as jnp
+
+    h = rundir.History()
+    h.add(2, "eval", {"test_error": [0.25, 0.75]})
+    state = {"w": jnp.arange(3.0)}
+    with rundir.checkpoint_manager(str(tmp_path)) as mngr:
+        assert rundir.restore_latest(mngr, state) == (state, rundir.History(), 0)
+        rundir.save_checkpoint(mngr, 2, state, h)
+        mngr.wait_until_finished()
+        restored, history, step = rundir.restore_latest(mngr, state)
+    assert step == 2 and history == h
+    assert restored["w"].tolist() == [0.0, 1.0, 2.0]
+    assert rundir.restore_checkpoint(str(tmp_path))["w"].tolist() == [0.0, 1.0, 2.0]

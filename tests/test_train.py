@@ -13,11 +13,17 @@ import numpy as np
 import pytest
 
 from cnn_cases.data import input_pipeline, splits
-from cnn_cases.engine import defaults, rundir, train
+from cnn_cases.engine import defaults, rundir, steps, train
 from tests.train_worker import tiny_config
 
 WORKER = os.path.join(os.path.dirname(__file__), "train_worker.py")
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _train_one(config, workdir, **kwargs):
+    """The one result of a one-seed run (None if stopped)."""
+    results = train.train(config, workdir, **kwargs)
+    return None if results is None else results[0]
 
 
 def _run_worker(tmp_path, name, *args, timeout=300):
@@ -45,33 +51,50 @@ def _assert_same(a_path, b_path, atol):
 def test_same_seed_same_numbers_and_resume_is_exact(tmp_path):
     config = tiny_config(4)
     config.checkpoint_every = 2
-    full = train.train_and_evaluate(config, str(tmp_path / "full"))
+    full = _train_one(config, str(tmp_path / "full"))
     interrupted = str(tmp_path / "interrupted")
-    assert train.train_and_evaluate(config, interrupted, stop_after=3) is None
+    assert _train_one(config, interrupted, stop_after=3) is None
     assert rundir.restore_checkpoint(interrupted)["step"] == 3
-    resumed = train.train_and_evaluate(config, interrupted)
+    resumed = _train_one(config, interrupted)
     assert resumed.test_error == full.test_error and resumed.train_loss == full.train_loss
     a, b = rundir.restore_checkpoint(str(tmp_path / "full")), rundir.restore_checkpoint(interrupted)
     chex.assert_trees_all_equal(a["params"], b["params"])
     chex.assert_trees_all_equal(a["batch_stats"], b["batch_stats"])
     # metrics.jsonl holds each step once, even though steps after the checkpoint ran twice.
-    steps = [
+    logged = [
         r["step"]
         for r in map(json.loads, open(os.path.join(interrupted, "metrics.jsonl")))
         if r["kind"] == "train"
     ]
-    assert steps == [1, 2, 3, 4]
+    assert logged == [1, 2, 3, 4]
     # A finished run is not trained again: the stored result comes back.
-    assert train.train_and_evaluate(config, interrupted) == resumed
+    assert _train_one(config, interrupted) == resumed
+
+
+def test_curves_and_clock_resume_from_the_checkpoint_not_the_metrics_file(tmp_path):
+    config = tiny_config(4)
+    config.checkpoint_every, config.eval_every, config.log_every = 2, 1, 1
+    full = _train_one(config, str(tmp_path / "full"))
+    workdir = str(tmp_path / "interrupted")
+    assert _train_one(config, workdir, stop_after=3) is None
+    seconds_at_3 = next(r for r in rundir.read_metrics(workdir, "train") if r["step"] == 3)
+    with open(os.path.join(workdir, "metrics.jsonl"), "w") as f:
+        f.write('{"step": 1, "kind": "tra')  # torn by a crash or a full disk
+    resumed = _train_one(config, workdir)
+    assert [r["step"] for r in resumed.curves] == [1, 2, 3, 4] == [r["step"] for r in full.curves]
+    assert resumed.curves == full.curves
+    assert resumed.seconds >= seconds_at_3["seconds"] > 0
+    rows = rundir.read_metrics(workdir)
+    assert [r["step"] for r in rows if r["kind"] == "train"] == [1, 2, 3, 4]
 
 
 def test_two_runs_with_the_same_seed_agree_and_another_seed_differs(tmp_path):
-    a = train.train_and_evaluate(tiny_config(2), str(tmp_path / "a"))
-    b = train.train_and_evaluate(tiny_config(2), str(tmp_path / "b"))
+    a = _train_one(tiny_config(2), str(tmp_path / "a"))
+    b = _train_one(tiny_config(2), str(tmp_path / "b"))
     assert (a.train_loss, a.test_loss) == (b.train_loss, b.test_loss)
     other = tiny_config(2)
     other.seed = 1
-    c = train.train_and_evaluate(other, str(tmp_path / "c"))
+    c = _train_one(other, str(tmp_path / "c"))
     assert c.test_loss != a.test_loss
 
 
@@ -79,15 +102,15 @@ def test_vmapped_seeds_equal_separate_runs_and_resume_exactly(tmp_path):
     config = tiny_config(4)
     config.seed, config.seeds, config.checkpoint_every = 5, 3, 2
     workdir = str(tmp_path / "seeds")
-    assert train.train_seeds(config, workdir, stop_after=3) is None
+    assert train.train(config, workdir, stop_after=3) is None
     assert rundir.restore_checkpoint(workdir)["step"].tolist() == [3, 3, 3]
-    results = train.train_seeds(config, workdir)  # resumed from step 3
+    results = train.train(config, workdir)  # resumed from step 3
     assert [r.seconds for r in results] == [results[0].seconds] * 3
     stacked = rundir.restore_checkpoint(workdir)
     for k, result in enumerate(results):
         alone = tiny_config(4)
         alone.seed = 5 + k
-        expected = train.train_and_evaluate(alone, str(tmp_path / f"seed{k}"))
+        expected = _train_one(alone, str(tmp_path / f"seed{k}"))
         np.testing.assert_allclose(result.train_loss, expected.train_loss, rtol=1e-5)
         np.testing.assert_allclose(result.test_loss, expected.test_loss, rtol=1e-5)
         assert abs(result.test_error - expected.test_error) <= 1 / 128  # one image at most
@@ -101,9 +124,9 @@ def test_vmapped_seeds_equal_separate_runs_and_resume_exactly(tmp_path):
             )
     assert results[0].test_loss != results[1].test_loss  # the seeds differ
     assert rundir.read_results(workdir) == results  # stored, not trained again
-    assert train.train_seeds(config, workdir) == results
-    steps = [r["step"] for r in rundir.read_metrics(workdir, "train")]
-    assert steps == [1, 2, 3, 4]
+    assert train.train(config, workdir) == results
+    logged = [r["step"] for r in rundir.read_metrics(workdir, "train")]
+    assert logged == [1, 2, 3, 4]
     assert len(rundir.read_metrics(workdir, "train")[0]["loss"]) == 3  # one per seed
 
 
@@ -111,32 +134,32 @@ def test_bad_seeds_are_one_line(tmp_path):
     config = tiny_config(1)
     config.seeds = 0
     with pytest.raises(ValueError, match=r"seeds=0 must be a whole number >= 1"):
-        train.train_seeds(config, str(tmp_path / "a"))
+        train.train(config, str(tmp_path / "a"))
     config.seeds = 2
-    with pytest.raises(ValueError, match=r"seeds=2: train_and_evaluate trains one seed"):
-        train.train_and_evaluate(config, str(tmp_path / "b"))
+    with pytest.raises(ValueError, match=r"seeds=2: initial variables are for one seed"):
+        train.train(config, str(tmp_path / "b"), init_variables={"params": {}})
 
 
 def test_a_config_stored_before_seeds_existed_still_resumes(tmp_path):
     config = tiny_config(1)
     workdir = str(tmp_path / "old")
-    train.train_and_evaluate(config, workdir)
+    _train_one(config, workdir)
     path = os.path.join(workdir, "config.json")
     stored = json.load(open(path))
     del stored["seeds"]
     json.dump(stored, open(path, "w"))
-    assert train.train_and_evaluate(config, workdir) is not None  # seeds absent means 1
+    assert _train_one(config, workdir) is not None  # seeds absent means 1
     config.seeds = 2
     with pytest.raises(ValueError, match=r"seeds: 1 -> 2"):
-        train.train_seeds(config, workdir)
+        train.train(config, workdir)
 
 
 def test_train_step_compiles_once():
     config = tiny_config(1)
     split = splits.load_split("synthetic", "train")
     model = defaults.create_model(config, split.num_classes)
-    state = train.create_train_state(model, config, (32, 32, 3))
-    step = jax.jit(chex.assert_max_traces(train.train_step, n=1))
+    state = steps.create_train_state(model, config, (32, 32, 3))
+    step = jax.jit(chex.assert_max_traces(steps.train_step, n=1))
     pipe = input_pipeline.Pipeline(split, global_batch_size=16, seed=0, augment=True, mean=None)
     key = jax.random.PRNGKey(0)
     losses = []
@@ -155,7 +178,7 @@ def test_nan_loss_stops_with_the_step_and_keeps_the_last_checkpoint(tmp_path):
     workdir = str(tmp_path / "nan")
     pattern = r"(loss is (nan|inf)|parameters became non-finite.*) at step (\d+)"
     with pytest.raises(train.NonFiniteLossError, match=pattern) as err:
-        train.train_and_evaluate(config, workdir)
+        _train_one(config, workdir)
     assert "last good checkpoint" in str(err.value)
     saved = rundir.restore_checkpoint(workdir)
     step, params = int(saved["step"]), saved["params"]
@@ -172,7 +195,7 @@ def test_missing_dataset_is_one_clear_line(tmp_path):
     os.makedirs(config.data_dir)
     config.download = False
     with pytest.raises(splits.DatasetNotFoundError) as err:
-        train.train_and_evaluate(config, str(tmp_path / "run"))
+        _train_one(config, str(tmp_path / "run"))
     msg = str(err.value)
     assert (
         "\n" not in msg
@@ -186,22 +209,22 @@ def test_unwritable_workdir_is_a_clear_error(tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("x")
     with pytest.raises(ValueError, match=r"workdir .* is not writable"):
-        train.train_and_evaluate(tiny_config(1), str(blocker / "run"))
+        _train_one(tiny_config(1), str(blocker / "run"))
 
 
 def test_changed_config_in_the_same_workdir_is_refused(tmp_path):
-    train.train_and_evaluate(tiny_config(1), str(tmp_path / "w"))
+    _train_one(tiny_config(1), str(tmp_path / "w"))
     other = tiny_config(1)
     other.learning_rate = 0.5
     with pytest.raises(ValueError, match=r"different config \(learning_rate: 0.1 -> 0.5\)"):
-        train.train_and_evaluate(other, str(tmp_path / "w"))
+        _train_one(other, str(tmp_path / "w"))
     assert os.path.exists(tmp_path / "w" / "result.json")  # the earlier result is kept
 
 
 def test_learning_rate_schedule_with_warmup():
     c = defaults.default_config()
     c.warmup_steps = 400
-    sched = train.learning_rate_schedule(c)
+    sched = steps.learning_rate_schedule(c)
     assert float(sched(0)) == pytest.approx(0.01) and float(sched(399)) == pytest.approx(0.01)
     assert float(sched(400)) == pytest.approx(0.1)
     assert float(sched(32_000)) == pytest.approx(0.01)

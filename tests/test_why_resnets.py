@@ -13,6 +13,8 @@ from cnn_cases import models
 from cnn_cases.analysis import probes
 from cnn_cases.engine import launch
 from cnn_cases.studies import resnet_depth, why_resnets
+from experiments import resnet_depth as resnet_depth_configs
+from experiments import why_resnets as why_resnets_configs
 
 
 def test_zero_blocks_keep_a_resnet_s_function_and_collapse_a_plain_net():
@@ -45,9 +47,9 @@ def test_deepen_refuses_a_net_it_does_not_extend():
 
 
 def test_smoke_run_and_reuse_of_a_workdir(tmp_path):
-    config = launch.parse_config(why_resnets, "smoke", ["--config.dataset=synthetic"])
+    config = launch.parse_config(why_resnets_configs, "smoke", ["--config.dataset=synthetic"])
     first = str(tmp_path / "first")
-    results = why_resnets.run(config, first)
+    results = why_resnets.STUDY.run(config, first)
     ident = results["identity"]
     assert ident["resnet8_deepened"]["max_logit_difference"] == 0.0
     r = ident["resnet8_deepened"]
@@ -62,29 +64,35 @@ def test_smoke_run_and_reuse_of_a_workdir(tmp_path):
         assert json.load(f) == results
     with open(os.path.join(first, "why_resnets.png"), "rb") as f:
         assert f.read(8) == b"\x89PNG\r\n\x1a\n"
-    assert "resnet8_deepened" in why_resnets.summary(results, first)
+    assert "resnet8_deepened" in why_resnets.STUDY.summary(results, first)
     # Reusing the trained nets of another workdir trains none of them again.
     config = launch.parse_config(
-        why_resnets, "smoke", ["--config.dataset=synthetic", f"--config.from_workdir={first}"]
+        why_resnets_configs,
+        "smoke",
+        ["--config.dataset=synthetic", f"--config.from_workdir={first}"],
     )
-    runs, variables = why_resnets._trained(config, str(tmp_path / "second"), None)
+    study = why_resnets.STUDY
+    second = str(tmp_path / "second")
+    runs = study.train(config, study.variants(config), second, stop_after=None)
     assert not os.path.exists(tmp_path / "second" / "nets")
-    assert set(runs) == set(variables) == {"plain8", "resnet8"}
+    assert set(runs) == {"plain8", "resnet8"}
+    assert study.run(config, second)["identity"] == results["identity"]
+    assert not os.path.exists(tmp_path / "second" / "nets")
     config.from_workdir = str(tmp_path / "empty")
     with pytest.raises(ValueError, match="holds no finished plain8; run resnet_depth first"):
-        why_resnets._trained(config, str(tmp_path / "third"), None)
+        study.run(config, str(tmp_path / "third"))
 
 
 @pytest.mark.parametrize("preset", ["cpu", "full"])
 def test_the_nets_are_resnet_depth_s_so_its_workdir_can_be_read(preset):
-    ours = why_resnets.variant_configs(why_resnets.get_config(preset))
-    theirs = resnet_depth.variant_configs(resnet_depth.get_config(preset))
+    ours = why_resnets.STUDY.variants(why_resnets_configs.get_config(preset))
+    theirs = resnet_depth.STUDY.variants(resnet_depth_configs.get_config(preset))
     for name, c in ours.items():
         assert c.to_dict() == theirs[name].to_dict(), name
 
 
 def test_one_seed_only():
-    config = why_resnets.get_config("smoke")
+    config = why_resnets_configs.get_config("smoke")
     config.seeds = 2
     with pytest.raises(ValueError, match="seeds=2: why_resnets probes the nets of one seed"):
-        why_resnets.validate(config)
+        why_resnets.STUDY.validate(config)

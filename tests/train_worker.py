@@ -44,7 +44,7 @@ def main() -> None:
     if jax.process_index() == 1:
         time.sleep(args.late_seconds)  # a peer that loads or compiles slower than the others
     config.seeds = args.seeds
-    result = train.train_seeds(config, args.workdir)[0]
+    result = train.train(config, args.workdir)[0]
     state = rundir.restore_checkpoint(args.workdir)
     flat = {
         "/".join(str(getattr(k, "key", k)) for k in path): np.asarray(v)

@@ -1,6 +1,6 @@
 """The config of one training run: every knob with its default, and the model it names.
 
-Experiments start from `default_config()` and override; `train.train_and_evaluate` runs it.
+Experiments start from `default_config()` and override; `train.train` runs it.
 """
 
 from __future__ import annotations
@@ -60,7 +60,7 @@ def default_config() -> ml_collections.ConfigDict:
     c.weight_decay = 1e-4
     c.aux_loss_weight = 0.3
     c.seed = 0
-    c.seeds = 1  # train seeds seed .. seed + seeds - 1 as one vmapped program (train_seeds)
+    c.seeds = 1  # train seeds seed .. seed + seeds - 1 as one vmapped program
     c.log_every = 100
     c.eval_every = 0  # 0: evaluate only at the end
     c.curve_eval_examples = 2_000  # train/test examples per intermediate evaluation

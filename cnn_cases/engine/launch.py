@@ -2,7 +2,8 @@
 `config_flags`, as flax's examples use), and the line that announces a run.
 
 Launchers define the flag on absl's FLAGS (`experiments/common.py`); notebooks and tests call
-`parse_config`, which parses the same flags on a private `FlagValues`.
+`parse_config`, which parses the same flags on a private `FlagValues`. Presets and keys are
+checked (`check_config_args`) before the flags are parsed, so a bad one is one line.
 """
 
 from __future__ import annotations
@@ -70,49 +71,56 @@ def define_config_flag(
 
 
 def parse_config(
-    study: ModuleType, preset: str = "", overrides: Sequence[str] = ()
+    configs: ModuleType, preset: str = "", overrides: Sequence[str] = ()
 ) -> ml_collections.ConfigDict:
-    """The config a launcher builds from `--config=STUDY:PRESET` and `overrides`.
+    """The config a launcher builds from `--config=FILE:PRESET` and `overrides`, FILE being
+    the config file `configs` (e.g. `experiments.resnet_depth`).
 
     `overrides` are the launcher's flags, e.g. ["--config.num_steps=500", "--config.seed=1"];
     values are typed by the config (a string for an int key is a one-line error). An empty
     `preset` follows the backend, as the launchers do.
     """
+    flag = f"--config={configs.__file__}:{preset}" if preset else f"--config={configs.__file__}"
     argv = ["parse_config", *overrides]
+    check_config_args([flag, *overrides], configs.get_config)
     fv = flags.FlagValues()
     try:
-        define_config_flag(f"{study.__file__}:{preset}" if preset else study.__file__, fv, argv)
+        define_config_flag(flag.removeprefix("--config="), fv, argv)
         fv(argv)
     except (flags.Error, AttributeError, KeyError) as e:
-        raise ValueError(config_error(e, study.get_config, argv)) from None
-    return resolve_preset(fv["config"], study.get_config)[0]
+        raise ValueError(first_line(e)) from None
+    return resolve_preset(fv["config"], configs.get_config)[0]
 
 
-def config_error(
-    e: Exception,
-    get_config: Callable[..., ml_collections.ConfigDict],
-    argv: Sequence[str],
-) -> str:
-    """One line for a bad --config flag; an unknown key is named, with the valid ones."""
-    if isinstance(e, AttributeError | KeyError):
-        config = get_config()
-        for arg in argv:
-            if not arg.startswith("--config."):
-                continue
-            path = arg.removeprefix("--config.").split("=", 1)[0]
-            node, parts = config, path.split(".")
-            for part in parts:
-                if not isinstance(node, ml_collections.ConfigDict) or part not in node:
-                    near = difflib.get_close_matches(part, list(node))
-                    hint = f" (did you mean {near[0]!r}?)" if near else ""
-                    return f"unknown config key {path!r}{hint}; valid keys: " + ", ".join(
-                        sorted(node)
-                    )
-                node = node[part]
+def check_config_args(
+    argv: Sequence[str], get_config: Callable[..., ml_collections.ConfigDict]
+) -> None:
+    """One-line ValueError for an unknown preset in `--config=FILE:PRESET` or an unknown key
+    in `--config.KEY=VALUE` (named, with the nearest valid key), before any flag is parsed."""
+    preset = None
+    for arg in argv:
+        if arg.startswith("--config=") and ":" in arg:
+            preset = arg.rsplit(":", 1)[1]
+    config = get_config(preset or None)  # raises for an unknown preset
+    for arg in argv:
+        if not arg.startswith("--config."):
+            continue
+        path = arg.removeprefix("--config.").split("=", 1)[0]
+        node = config
+        for part in path.split("."):
+            if not isinstance(node, ml_collections.ConfigDict) or part not in node:
+                keys = list(node) if isinstance(node, ml_collections.ConfigDict) else []
+                near = difflib.get_close_matches(part, keys)
+                hint = f" (did you mean {near[0]!r}?)" if near else ""
+                raise ValueError(
+                    f"unknown config key {path!r}{hint}; valid keys: " + ", ".join(sorted(keys))
+                )
+            node = node[part]
+
+
+def first_line(e: Exception) -> str:
+    """The first line of a flag error (a value of the wrong type, say)."""
     lines = [line for line in str(e).splitlines() if line.strip()]
-    if len(lines) > 1 and lines[1].startswith("Traceback"):  # get_config raised: say what
-        flag = lines[0].removesuffix("Error whilst parsing config file:").strip()
-        return f"{flag} {lines[-1].split(': ', 1)[-1]}"
     return lines[0] if lines else repr(e)
 
 

@@ -5,7 +5,7 @@
       metrics.jsonl     one JSON object per log line: {"step", "kind": "train"|"eval", ...}
       tensorboard/      the same scalars as TensorBoard event files
       mean.npy          the per-pixel training mean the run normalises with
-      checkpoints/      Orbax checkpoints of the train state, by step
+      checkpoints/      Orbax checkpoints by step: the train state and the run's history
       result.json       written once, when the run has finished (`RunResult`; a list of them,
                         one per seed, for a run of several seeds)
 
@@ -42,6 +42,7 @@ class RunResult:
     params: int
     curves: list[dict[str, float]]
     aux_test_errors: list[float] = dataclasses.field(default_factory=list)
+    step_seconds: float | None = None  # median over the logged intervals (input included)
 
 
 def check_workdir(workdir: str) -> None:
@@ -124,10 +125,6 @@ def write_results(workdir: str, results: list[RunResult]) -> None:
     write_json(os.path.join(workdir, "result.json"), stored[0] if len(stored) == 1 else stored)
 
 
-def write_result(workdir: str, result: RunResult) -> None:
-    write_results(workdir, [result])
-
-
 def read_metrics(workdir: str, kind: str | None = None) -> list[dict[str, Any]]:
     """Rows of `metrics.jsonl` (of one `kind`, "train" or "eval", if given)."""
     path = os.path.join(workdir, "metrics.jsonl")
@@ -185,38 +182,65 @@ class EventWriter:
             self._records.close()
 
 
-class MetricsWriter:
-    """Appends to `metrics.jsonl` and to TensorBoard event files; process 0 only.
+@dataclasses.dataclass
+class History:
+    """Every logged row of a run, in memory: {"step", "kind": "train"|"eval", ...values}.
 
-    Rows past `resume_step` (steps an interrupted run is about to repeat) are dropped first.
+    Saved inside each checkpoint, so a resumed run continues the rows of the step it resumes
+    from (what an interrupted run logged after that step is dropped with it).
     """
 
-    def __init__(self, workdir: str, resume_step: int):
+    rows: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+
+    def add(self, step: int, kind: str, values: Mapping[str, Any]) -> dict[str, Any]:
+        row = {"step": step, "kind": kind, **values}
+        self.rows.append(row)
+        return row
+
+    def of(self, kind: str) -> list[dict[str, Any]]:
+        """The rows of one kind, without their `kind`."""
+        return [{k: v for k, v in r.items() if k != "kind"} for r in self.rows if r["kind"] == kind]
+
+    def seconds(self) -> float:
+        """The run's seconds at its latest train row (0 before one)."""
+        return max([r["seconds"] for r in self.rows if r["kind"] == "train"] or [0.0])
+
+
+class MetricsWriter:
+    """Writes a run's `History` to `metrics.jsonl` and TensorBoard event files; process 0 only.
+
+    Opening rewrites `metrics.jsonl` (atomically) with the rows the history already holds;
+    `write` then appends each new row to both.
+    """
+
+    def __init__(self, workdir: str, history: History, first_step: int):
         self.workdir = workdir
         self.enabled = jax.process_index() == 0
         self._path = os.path.join(workdir, "metrics.jsonl")
         self._tb: EventWriter | None = None
         if not self.enabled:
             return
-        if os.path.exists(self._path):
-            kept = [r for r in read_metrics(workdir) if r["step"] <= resume_step]
-            with open(self._path, "w") as f:
-                f.writelines(json.dumps(r) + "\n" for r in kept)
-        self._tb = EventWriter(os.path.join(workdir, "tensorboard"), resume_step + 1)
+        with open(self._path + ".tmp", "w") as f:
+            f.writelines(json.dumps(r) + "\n" for r in history.rows)
+        os.replace(self._path + ".tmp", self._path)
+        self._tb = EventWriter(os.path.join(workdir, "tensorboard"), first_step)
 
-    def write(self, step: int, kind: str, values: Mapping[str, Any]) -> None:
+    def write(self, row: Mapping[str, Any]) -> None:
         if not self.enabled:
             return
         with open(self._path, "a") as f:
-            f.write(json.dumps({"step": step, "kind": kind, **values}) + "\n")
+            f.write(json.dumps(row) + "\n")
         if self._tb is not None:
+            kind = row["kind"]
             scalars = {}
-            for k, v in values.items():
+            for k, v in row.items():
+                if k in ("step", "kind"):
+                    continue
                 if isinstance(v, list):  # one value per seed
                     scalars.update({f"{kind}/{k}/seed_{i}": x for i, x in enumerate(v)})
                 else:
                     scalars[f"{kind}/{k}"] = v
-            self._tb.scalars(step, scalars)
+            self._tb.scalars(row["step"], scalars)
             self._tb.flush()
 
     def close(self) -> None:
@@ -245,6 +269,27 @@ def checkpoint_manager(workdir: str, *, max_to_keep: int | None = None) -> ocp.C
     )
 
 
+def save_checkpoint(
+    mngr: ocp.CheckpointManager, step: int, state: Any, history: History, *, force: bool = False
+) -> None:
+    """Saves the train state and the history at `step` (asynchronously)."""
+    args = ocp.args.Composite(
+        state=ocp.args.StandardSave(state), history=ocp.args.JsonSave({"rows": history.rows})
+    )
+    mngr.save(step, args=args, force=force)
+
+
+def restore_latest(mngr: ocp.CheckpointManager, state: Any) -> tuple[Any, History, int]:
+    """The latest checkpoint's state (in `state`'s structure and shardings), history and step;
+    `state`, an empty history and 0 when there is no checkpoint."""
+    step = mngr.latest_step()
+    if step is None:
+        return state, History(), 0
+    args = ocp.args.Composite(state=ocp.args.StandardRestore(state), history=ocp.args.JsonRestore())
+    restored = mngr.restore(step, args=args)
+    return restored.state, History(restored.history["rows"]), step
+
+
 def restore_checkpoint(workdir: str, step: int | None = None) -> dict[str, Any]:
     """The saved train state of `workdir` (latest step by default) as nested dicts of arrays."""
     path = os.path.join(workdir, "checkpoints")
@@ -254,4 +299,5 @@ def restore_checkpoint(workdir: str, step: int | None = None) -> dict[str, Any]:
         step = mngr.latest_step() if step is None else step
         if step is None:
             raise ValueError(f"no checkpoint in {workdir!r}")
-        return mngr.restore(step, args=ocp.args.StandardRestore())
+        args = ocp.args.Composite(state=ocp.args.StandardRestore())
+        return mngr.restore(step, args=args).state

@@ -12,7 +12,8 @@
    gradient to its convolutions at step 0) and after training.
 
 `from_workdir` reads trained nets from a `resnet_depth` workdir of the same recipe instead of
-training them. Writes results.json, curves.csv and why_resnets.png into the workdir.
+training them. Writes results.json, curves.csv and why_resnets.png into the workdir. Configs:
+`experiments/why_resnets.py`.
 """
 
 from __future__ import annotations
@@ -27,91 +28,21 @@ import ml_collections
 import numpy as np
 
 from cnn_cases.analysis import probes
-from cnn_cases.data import input_pipeline, splits
-from cnn_cases.engine import defaults, launch, rundir, train
+from cnn_cases.engine import train
 from cnn_cases.models import resnet
-from cnn_cases.report import plotting, tables
-from cnn_cases.studies import common
-
-NAME = "why_resnets"
-PRESETS = launch.PRESETS
-
-
-def get_config(preset: str | None = None) -> ml_collections.ConfigDict:
-    """The study's config for `preset` (None: the backend's, chosen when the run starts).
-
-    Knobs: `depth` (the shallow nets), `extra_blocks` (appended per stage), `more_steps` (of
-    training after deepening, at the schedule's last learning rate), `probe_depths` (Figure 7;
-    the deepest also for the gradients), `probe_examples`, `from_workdir`.
-
-    cpu: the nets of the resnet_depth cpu preset (width 8, 16x16 CIFAR, 900 steps of 128),
-        plain20/resnet20 deepened by one block per stage to 26 layers and trained on 300 steps;
-        Figure 7 and the gradients at depths 20 and 56.
-    colab: the nets of the resnet_depth colab preset (full width and resolution, 3,000
-        steps), 1,000 more steps; about 10 minutes on Colab's T4 by an estimate from
-        multiply-adds (`common.estimate_minutes`), less with `from_workdir`; not measured.
-    full: He et al.'s recipe (resnet_depth's full preset), 8,000 more steps.
-    smoke: seconds; for tests and notebooks (depth 8, probed too, width 4).
-    """
-    c = common.base_config(
-        depth=20,
-        extra_blocks=1,
-        more_steps=300,
-        probe_depths=(20, 56),
-        probe_examples=1_000,
-        from_workdir="",
-        width=16,
-        zero_init_residual=False,
-        shortcut="A",
-        warmup_from_depth=110,
-    )
-    c.preset = common.check_preset(preset, PRESETS)
-    if c.preset == launch.ACCELERATOR_PRESET:
-        c.update(common.FULL_CADENCE)
-        c.update(num_steps=64_000, lr_boundaries=(32_000, 48_000), more_steps=8_000)
-        c.expected_minutes = 6 * 15.0
-    elif c.preset == launch.COLAB_PRESET:
-        c.update(common.COLAB_CIFAR)
-        c.more_steps = 1_000
-        c.expected_minutes = 10.0
-    elif c.preset == "smoke":
-        common.smoke(c).update(depth=8, probe_depths=(8,), width=4, more_steps=3)
-        c.probe_examples = 100
-    else:
-        c.update(common.CPU_CADENCE)
-        c.update(common.CPU_CIFAR)
-        c.expected_minutes = 7.0
-    return c
-
-
-def validate(config: ml_collections.ConfigDict) -> None:
-    for d in (config.depth, *config.probe_depths):
-        resnet.cifar_depth_to_blocks(d)
-    if config.seeds != 1:
-        raise ValueError(
-            f"seeds={config.seeds}: why_resnets probes the nets of one seed (valid: 1)"
-        )
-    if config.extra_blocks < 1 or config.more_steps < 1:
-        raise ValueError(
-            f"extra_blocks={config.extra_blocks} and more_steps={config.more_steps} must be >= 1"
-        )
+from cnn_cases.report import figures, tables
+from cnn_cases.studies import results as results_lib
+from cnn_cases.studies import template, variants
+from cnn_cases.studies.results import Curves, Results
 
 
 def deep_depth(config: ml_collections.ConfigDict) -> int:
     return config.depth + 6 * config.extra_blocks
 
 
-def variant_configs(config: ml_collections.ConfigDict) -> dict[str, ml_collections.ConfigDict]:
-    """The trained nets: plainD and resnetD for `depth` and every probe depth."""
-    validate(config)
-    depths = sorted({config.depth, *config.probe_depths})
-    names = [f"{kind}{d}" for kind in ("plain", "resnet") for d in depths]
-    return {name: common.cifar_net_config(config, name) for name in names}
-
-
 def continued_config(config: ml_collections.ConfigDict, name: str) -> ml_collections.ConfigDict:
     """`more_steps` of training for net `name` at the learning rate the schedule ended on."""
-    c = common.cifar_net_config(config, name)
+    c = variants.cifar_net_config(config, name)
     c.learning_rate = config.learning_rate * config.lr_decay ** len(config.lr_boundaries)
     c.lr_boundaries, c.warmup_steps, c.num_steps = (), 0, config.more_steps
     c.seed = config.seed + 1  # a data order of its own, not the first steps' again
@@ -119,47 +50,8 @@ def continued_config(config: ml_collections.ConfigDict, name: str) -> ml_collect
     return c
 
 
-def _trained(config: ml_collections.ConfigDict, workdir: str, stop_after: int | None) -> Any:
-    """(results, variables) of every net, trained here or read from `from_workdir`."""
-    configs = variant_configs(config)
-    if config.from_workdir:
-        runs = {}
-        for name, c in configs.items():
-            net = common.net_dir(config.from_workdir, name)
-            if rundir.read_result(net) is None:
-                raise ValueError(f"{net!r} holds no finished {name}; run resnet_depth first")
-            rundir.check_config(
-                net, c, defaults.RESUMABLE_KEYS, defaults.ADDED_KEYS
-            )  # the same recipe, or one line
-            runs[name] = rundir.read_result(net)
-        source = config.from_workdir
-    else:
-        runs = common.run_variants(configs, workdir, stop_after=stop_after)
-        source = workdir
-    if runs is None:
-        return None, None
-    variables = {}
-    for name in configs:
-        state = rundir.restore_checkpoint(common.net_dir(source, name))
-        variables[name] = {"params": state["params"], "batch_stats": state["batch_stats"]}
-    return runs, variables
-
-
-def _test_images(config: ml_collections.ConfigDict, limit: int) -> tuple[Any, Any]:
-    """(images, labels) of the first `limit` test images, normalised as in training."""
-    train_split = common.load_train_split(config)
-    mean = splits.per_pixel_mean(train_split.images) if config.mean_subtract else None
-    test = splits.downsample(
-        splits.load_split(
-            config.dataset, config.test_split, data_dir=config.data_dir, download=config.download
-        ),
-        config.downsample,
-    )
-    limit = min(limit, len(test))
-    images, labels, _ = next(
-        input_pipeline.eval_batches(test, batch_size=limit, mean=mean, pad_to=config.pad_to)
-    )
-    return jnp.asarray(images), jnp.asarray(labels)
+def _model(config: ml_collections.ConfigDict, name: str) -> Any:
+    return template.create_model(config, variants.cifar_net_config(config, name))
 
 
 def identity(
@@ -167,17 +59,13 @@ def identity(
 ) -> dict[str, dict[str, Any]]:
     """Deepens plainD and resnetD with W = 0, b = 0 blocks; compares logits and test errors."""
     n = resnet.cifar_depth_to_blocks(config.depth)
-    shape = common.image_shape(config)
+    shape = template.image_shape(config)
     out = {}
     for kind in ("plain", "resnet"):
-        shallow_cfg = common.cifar_net_config(config, f"{kind}{config.depth}")
-        deep_cfg = common.cifar_net_config(config, f"{kind}{deep_depth(config)}")
-        shallow = common.create_model(config, shallow_cfg)
-        deep = common.create_model(config, deep_cfg)
-        deep_vars = probes.deepen(
-            variables[f"{kind}{config.depth}"], deep, shape, blocks_per_stage=n
-        )
+        shallow = _model(config, f"{kind}{config.depth}")
+        deep = _model(config, f"{kind}{deep_depth(config)}")
         shallow_vars = variables[f"{kind}{config.depth}"]
+        deep_vars = probes.deepen(shallow_vars, deep, shape, blocks_per_stage=n)
         a = jax.jit(functools.partial(shallow.apply, train=False))(shallow_vars, images)
         b = jax.jit(functools.partial(deep.apply, train=False))(deep_vars, images)
         out[kind] = {
@@ -190,94 +78,161 @@ def identity(
     return out
 
 
-def run(
-    config: ml_collections.ConfigDict, workdir: str, *, stop_after: int | None = None
-) -> common.Results | None:
-    """Trains (or reads) the nets, runs the three probes, writes the study's files."""
-    say = common.say(config)
-    rundir.check_workdir(workdir)
-    runs, variables = _trained(config, workdir, stop_after)
-    if runs is None:
-        return None
-    images, labels = _test_images(config, config.probe_examples)
-    ident = identity(config, variables, images, labels)
-    deep = deep_depth(config)
-    results: dict[str, Any] = {"identity": {}, "continued": {}, "responses": {}, "gradients": {}}
-    curves: dict[str, list[dict[str, float]]] = {}
-    for kind in ("plain", "resnet"):
-        r = ident[kind]
-        deep_name = f"{kind}{config.depth}_deepened"  # to depth `deep`
-        results["identity"][deep_name] = {k: v for k, v in r.items() if k != "deep_variables"}
-        say(
-            f"{kind}{config.depth} -> {kind}{deep}: max |logit difference| "
-            f"{r['max_logit_difference']:.3g}, test error {100 * r['shallow_test_error']:.2f}% -> "
-            f"{100 * r['deep_test_error']:.2f}% on {len(labels)} test images"
-        )
-        for name, net, init in (
-            (deep_name, f"{kind}{deep}", r["deep_variables"]),
-            (f"{kind}{config.depth}", f"{kind}{config.depth}", variables[f"{kind}{config.depth}"]),
-        ):
-            c = continued_config(config, net)
-            run_dir = os.path.join(workdir, "continued", name)
-            cont = train.train_and_evaluate(c, run_dir, stop_after=stop_after, init_variables=init)
-            if cont is None:
-                return None
-            results["continued"][name] = common.base_row([cont])
-            curves[f"{name} continued"] = cont.curves
-    for name, v in variables.items():
-        if common.cifar_depth(name) in config.probe_depths:
-            model = common.create_model(config, common.cifar_net_config(config, name))
-            results["responses"][name] = [s for _, s in probes.layer_responses(model, v, images)]
+def gradients(
+    config: ml_collections.ConfigDict, variables: dict[str, Any], images: Any, labels: Any
+) -> dict[str, dict[str, list[float]]]:
+    """|dL/dW| per layer of the deepest probed plain net and ResNet, at He et al.'s
+    initialisation and trained, on one batch."""
     deepest = max(config.probe_depths)
     batch = min(len(labels), config.batch_size)
     standard = config.copy_and_resolve_references()
     standard.zero_init_residual = False  # zero-init branches get no weight gradient at step 0
+    out = {}
     for kind in ("plain", "resnet"):
         name = f"{kind}{deepest}"
-        model = common.create_model(config, common.cifar_net_config(config, name))
-        fresh = common.create_model(config, common.cifar_net_config(standard, name))
+        model, fresh = _model(config, name), _model(standard, name)
         key = jax.random.PRNGKey(config.seed)
         init = jax.jit(functools.partial(fresh.init, train=False))(key, images[:1])
-        results["gradients"][name] = {
+        out[name] = {
             when: [g for _, g in probes.gradient_norms(model, v, images[:batch], labels[:batch])]
             for when, v in (("init", init), ("trained", variables[name]))
         }
-    title = common.title(config, f", width {config.width}")
-    common.write_outputs(
-        workdir, results, curves, lambda p: figure(results, curves, p, title=title), f"{NAME}.png"
-    )
-    return results
+    return out
 
 
-def summary(results: common.Results, workdir: str) -> str:
-    """The identity table, the continued training, the response and gradient ranges."""
-    del workdir
-    rows = [
-        (
-            name,
-            f"{r['max_logit_difference']:.3g}",
-            f"{100 * r['shallow_test_error']:.2f}%",
-            f"{100 * r['deep_test_error']:.2f}%",
-            f"{r['deep_logit_std_over_images']:.3g}",
-        )
-        for name, r in results["identity"].items()
-    ]
-    header = ("W = 0, b = 0 blocks", "max |Δlogit|", "test err before", "after", "logit std")
-    text = [tables.format_table(header, rows)]
-    text.append(common.table(results["continued"], common.RUN_COLUMNS))
-    for name, stds in results["responses"].items():
-        text.append(
-            f"{name}: 3x3 layer response std mean {np.mean(stds):.3f} (max {max(stds):.3f})"
-        )
-    for name, g in results["gradients"].items():
-        for when, norms in g.items():
-            text.append(
-                f"{name} {when}: |dL/dW| first layer {norms[0]:.3g}, last {norms[-1]:.3g}, "
-                f"min {min(norms):.3g}"
+class WhyResnets(template.Study):
+    name = "why_resnets"
+
+    def validate(self, config: ml_collections.ConfigDict) -> None:
+        for d in (config.depth, *config.probe_depths):
+            resnet.cifar_depth_to_blocks(d)
+        if config.seeds != 1:
+            raise ValueError(
+                f"seeds={config.seeds}: why_resnets probes the nets of one seed (valid: 1)"
             )
-    return "\n".join(text)
+        if config.extra_blocks < 1 or config.more_steps < 1:
+            raise ValueError(
+                f"extra_blocks={config.extra_blocks} and more_steps={config.more_steps} "
+                "must be >= 1"
+            )
+
+    def variants(self, config: ml_collections.ConfigDict) -> template.Configs:
+        """The trained nets: plainD and resnetD for `depth` and every probe depth."""
+        self.validate(config)
+        depths = sorted({config.depth, *config.probe_depths})
+        names = [f"{kind}{d}" for kind in ("plain", "resnet") for d in depths]
+        return {name: variants.cifar_net_config(config, name) for name in names}
+
+    def _source(self, config: ml_collections.ConfigDict, workdir: str) -> str:
+        return config.from_workdir or workdir
+
+    def train(
+        self,
+        config: ml_collections.ConfigDict,
+        configs: template.Configs,
+        workdir: str,
+        *,
+        stop_after: int | None,
+    ) -> template.Runs | None:
+        """Trains the nets, or reads them from `from_workdir` (the same recipe, or one line)."""
+        if not config.from_workdir:
+            return template.run_variants(configs, workdir, stop_after=stop_after)
+        runs = {}
+        for name, c in configs.items():
+            net = template.net_dir(config.from_workdir, name)
+            if (stored := train.stored_results(c, net)) is None:
+                raise ValueError(f"{net!r} holds no finished {name}; run resnet_depth first")
+            runs[name] = stored
+        return runs
+
+    def collect(
+        self,
+        config: ml_collections.ConfigDict,
+        configs: template.Configs,
+        workdir: str,
+        runs: template.Runs,
+        *,
+        stop_after: int | None,
+    ) -> tuple[Results, Curves] | None:
+        """The three probes on the trained nets (the identity's deepened nets trained on)."""
+        source = self._source(config, workdir)
+        variables = {n: train.load_variables(template.net_dir(source, n)) for n in configs}
+        images, labels = train.normalised_examples(config, "test", config.probe_examples)
+        ident = identity(config, variables, images, labels)
+        results: dict[str, Any] = {"identity": {}, "continued": {}}
+        curves: dict[str, list[dict[str, float]]] = {}
+        for kind in ("plain", "resnet"):
+            r = ident[kind]
+            deep_name = f"{kind}{config.depth}_deepened"  # to depth `deep_depth`
+            results["identity"][deep_name] = {k: v for k, v in r.items() if k != "deep_variables"}
+            template.say(
+                config,
+                f"{kind}{config.depth} -> {kind}{deep_depth(config)}: max |logit difference| "
+                f"{r['max_logit_difference']:.3g}, test error "
+                f"{100 * r['shallow_test_error']:.2f}% -> {100 * r['deep_test_error']:.2f}% on "
+                f"{len(labels)} test images",
+            )
+            shallow = f"{kind}{config.depth}"
+            for name, net, init in (
+                (deep_name, f"{kind}{deep_depth(config)}", r["deep_variables"]),
+                (shallow, shallow, variables[shallow]),
+            ):
+                c = continued_config(config, net)
+                run_dir = os.path.join(workdir, "continued", name)
+                cont = train.train(c, run_dir, stop_after=stop_after, init_variables=init)
+                if cont is None:
+                    return None
+                results["continued"][name] = results_lib.base_row(cont)
+                curves[f"{name} continued"] = cont[0].curves
+        results["responses"] = {
+            name: [s for _, s in probes.layer_responses(_model(config, name), v, images)]
+            for name, v in variables.items()
+            if variants.cifar_depth(name) in config.probe_depths
+        }
+        results["gradients"] = gradients(config, variables, images, labels)
+        return results, curves
+
+    def title_extra(self, config: ml_collections.ConfigDict) -> str:
+        return f", width {config.width}"
+
+    def figure(
+        self,
+        config: ml_collections.ConfigDict,
+        results: Results,
+        curves: Curves,
+        path: str,
+        *,
+        title: str = "",
+    ) -> None:
+        """Continued training; Figure 7 by layer and sorted; gradient norms per layer (log)."""
+        figures.why_resnets(results, curves, path, title=title)
+
+    def summary(self, results: Results, workdir: str) -> str:
+        """The identity table, the continued training, the response and gradient ranges."""
+        rows = [
+            (
+                name,
+                f"{r['max_logit_difference']:.3g}",
+                f"{100 * r['shallow_test_error']:.2f}%",
+                f"{100 * r['deep_test_error']:.2f}%",
+                f"{r['deep_logit_std_over_images']:.3g}",
+            )
+            for name, r in results["identity"].items()
+        ]
+        header = ("W = 0, b = 0 blocks", "max |Δlogit|", "test err before", "after", "logit std")
+        text = [tables.format_table(header, rows)]
+        text.append(results_lib.table(results["continued"], results_lib.RUN_COLUMNS))
+        for name, stds in results["responses"].items():
+            text.append(
+                f"{name}: 3x3 layer response std mean {np.mean(stds):.3f} (max {max(stds):.3f})"
+            )
+        for name, g in results["gradients"].items():
+            for when, norms in g.items():
+                text.append(
+                    f"{name} {when}: |dL/dW| first layer {norms[0]:.3g}, last {norms[-1]:.3g}, "
+                    f"min {min(norms):.3g}"
+                )
+        return "\n".join(text)
 
 
-def figure(results: common.Results, curves: common.Curves, path: str, *, title: str = "") -> None:
-    """Continued training; Figure 7 by layer and sorted; gradient norms per layer (log)."""
-    plotting.why_resnets_figure(results, curves, path, title=title)
+STUDY = WhyResnets()

@@ -1,0 +1,212 @@
+"""What one step of training computes: the train state, its optimiser, the steps.
+
+Pure functions, jitted by the engine (`cnn_cases.engine.train`) over a device mesh: SGD with
+momentum, L2 weight decay and a piecewise-constant schedule; `train_step` with auxiliary heads'
+losses and a finiteness flag for the NaN guard; `eval_step` summing errors over the real rows of
+a padded batch. Several seeds are one program: their states stacked on a leading axis
+(`create_seed_states`) and the steps `jax.vmap`-ed.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Mapping
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+import optax
+from flax.training import train_state
+
+
+class TrainState(train_state.TrainState):
+    batch_stats: Any = None
+
+
+# ----------------------------------------------------------------------------- optimisation
+
+
+def learning_rate_schedule(config: ml_collections.ConfigDict) -> optax.Schedule:
+    """lr, x lr_decay at each boundary; warmup_lr for the first warmup_steps."""
+    main = optax.piecewise_constant_schedule(
+        config.learning_rate, {int(b): config.lr_decay for b in config.lr_boundaries}
+    )
+    if not config.warmup_steps:
+        return main
+    return optax.join_schedules(
+        [optax.constant_schedule(config.warmup_lr), lambda s: main(s + config.warmup_steps)],
+        [config.warmup_steps],
+    )
+
+
+def make_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransformation:
+    """SGD with momentum and L2 weight decay (added to the gradient, as in He et al.)."""
+    return optax.chain(
+        optax.add_decayed_weights(config.weight_decay),
+        optax.sgd(learning_rate_schedule(config), config.momentum, nesterov=config.nesterov),
+    )
+
+
+def create_train_state(
+    model: nn.Module,
+    config: ml_collections.ConfigDict,
+    image_shape: tuple[int, ...],
+    variables: Mapping[str, Any] | None = None,
+) -> TrainState:
+    """A fresh optimiser over `variables`, or over parameters (auxiliary heads included)
+    initialised from config.seed."""
+    if variables is None:
+        variables = _initializer(model, image_shape)(config.seed)
+    return TrainState.create(
+        apply_fn=model.apply,
+        params=variables["params"],
+        batch_stats=variables.get("batch_stats", {}),
+        tx=make_optimizer(config),
+    )
+
+
+def _initializer(model: nn.Module, image_shape: tuple[int, ...]) -> Any:
+    """seed -> the model's variables (auxiliary heads included) initialised from that seed."""
+    init = jax.jit(functools.partial(model.init, train=True))
+    x = jnp.zeros((1, *image_shape), jnp.float32)
+
+    def variables(seed: int) -> Any:
+        key = jax.random.PRNGKey(seed)
+        return init({"params": key, "dropout": jax.random.fold_in(key, 1)}, x)
+
+    return variables
+
+
+def seed_list(config: ml_collections.ConfigDict) -> list[int]:
+    """The seeds a config trains: config.seed, config.seed + 1, ... (config.seeds of them)."""
+    if not isinstance(config.seeds, int) or config.seeds < 1:
+        raise ValueError(f"seeds={config.seeds!r} must be a whole number >= 1")
+    return [config.seed + k for k in range(config.seeds)]
+
+
+def create_seed_states(
+    model: nn.Module, config: ml_collections.ConfigDict, image_shape: tuple[int, ...]
+) -> TrainState:
+    """One TrainState per seed of `seed_list(config)`, each initialised as a run with that
+    seed alone would be, stacked on a new leading axis."""
+    init = _initializer(model, image_shape)
+    return stack(
+        [create_train_state(model, config, image_shape, init(s)) for s in seed_list(config)]
+    )
+
+
+def initial_state(
+    model: nn.Module,
+    config: ml_collections.ConfigDict,
+    image_shape: tuple[int, ...],
+    variables: Mapping[str, Any] | None = None,
+) -> TrainState:
+    """The state a run starts from: one seed's (from `variables` if given), or every seed's
+    of `seed_list(config)` stacked."""
+    if len(seed_list(config)) == 1:
+        return create_train_state(model, config, image_shape, variables)
+    if variables is not None:
+        raise ValueError(f"seeds={config.seeds}: initial variables are for one seed (valid: 1)")
+    return create_seed_states(model, config, image_shape)
+
+
+def num_params(params: Any) -> int:
+    """How many numbers a parameter tree holds."""
+    return int(sum(x.size for x in jax.tree_util.tree_leaves(params)))
+
+
+def stack(trees: list[Any]) -> Any:
+    """Pytrees of the same structure stacked leaf by leaf on a new leading axis (the structure,
+    static fields included, is the first tree's)."""
+    leaves = [jax.tree_util.tree_leaves(t) for t in trees]
+    treedef = jax.tree_util.tree_structure(trees[0])
+    return treedef.unflatten([jnp.stack(xs) for xs in zip(*leaves, strict=True)])
+
+
+def unstack(tree: Any, index: int) -> Any:
+    """Member `index` of a tree stacked by `stack`."""
+    return jax.tree_util.tree_map(lambda x: x[index], tree)
+
+
+# ----------------------------------------------------------------------------- steps
+
+
+def _split_outputs(out: Any) -> tuple[jax.Array, tuple[jax.Array, ...]]:
+    """Models with auxiliary heads return (logits, aux_logits) in training."""
+    if isinstance(out, tuple):
+        return out[0], tuple(out[1])
+    return out, ()
+
+
+def cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
+    return optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), labels)
+
+
+def train_step(
+    state: TrainState,
+    images: jax.Array,
+    labels: jax.Array,
+    dropout_key: jax.Array,
+    *,
+    aux_loss_weight: float = 0.3,
+) -> tuple[TrainState, dict[str, jax.Array]]:
+    """One SGD step on a global batch; returns the new state and batch metrics.
+
+    `dropout_key` is positional so that `vmap` can map over it (one key per seed)."""
+    rng = jax.random.fold_in(dropout_key, state.step)
+
+    def loss_fn(params: Any) -> tuple[jax.Array, Any]:
+        variables = {"params": params}
+        if state.batch_stats:
+            variables["batch_stats"] = state.batch_stats
+        out, updates = state.apply_fn(
+            variables, images, train=True, mutable=["batch_stats"], rngs={"dropout": rng}
+        )
+        logits, aux = _split_outputs(out)
+        main = jnp.mean(cross_entropy(logits, labels))
+        loss = main + aux_loss_weight * sum(jnp.mean(cross_entropy(a, labels)) for a in aux)
+        return loss, (main, logits, updates)
+
+    (loss, (main, logits, updates)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    state = state.apply_gradients(grads=grads, batch_stats=updates.get("batch_stats", {}))
+    finite = jnp.all(
+        jnp.stack([jnp.all(jnp.isfinite(p)) for p in jax.tree_util.tree_leaves(state.params)])
+    )
+    metrics = {
+        "loss": loss,
+        "main_loss": main,
+        "error": jnp.mean(jnp.argmax(logits, -1) != labels),
+        "params_finite": finite.astype(jnp.float32),
+    }
+    return state, metrics
+
+
+def eval_step(
+    state: TrainState,
+    images: jax.Array,
+    labels: jax.Array,
+    mask: jax.Array,
+    *,
+    with_aux: bool = False,
+) -> dict[str, jax.Array]:
+    """Sums of loss, errors and examples over the real (mask=1) rows of a batch.
+
+    `with_aux=True` also counts the errors of each auxiliary head (`aux_errors`), run in
+    inference mode: how well do intermediate layers already predict?
+    """
+    variables = {"params": state.params}
+    if state.batch_stats:
+        variables["batch_stats"] = state.batch_stats
+    kwargs = {"with_aux": True} if with_aux else {}
+    logits, aux = _split_outputs(state.apply_fn(variables, images, train=False, **kwargs))
+    wrong = lambda h: jnp.sum((jnp.argmax(h, -1) != labels).astype(jnp.float32) * mask)
+    out = {
+        "loss": jnp.sum(cross_entropy(logits, labels) * mask),
+        "errors": wrong(logits),
+        "count": jnp.sum(mask),
+    }
+    if aux:
+        out["aux_errors"] = jnp.stack([wrong(h) for h in aux])
+    return out
