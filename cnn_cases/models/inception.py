@@ -267,23 +267,6 @@ class GoogLeNet(nn.Module):
 CIFAR_STAGES: tuple[tuple[Widths, ...], ...] = (GOOGLENET_STAGES[0], GOOGLENET_STAGES[1][:3])
 
 
-class InceptionCifar(GoogLeNet):
-    """CIFAR Inception net for naive-vs-bottleneck runs: 3x3 stem, (3a)-(4c) at 1/4 width, BN.
-
-    `bottleneck=False` keeps the 1x1/3x3/5x5 widths and drops the reductions and pool
-    projections (Figure 2a). No auxiliary heads, no dropout. 121,962 parameters and 15.5M
-    multiply-adds per 32x32 image; naive: 1,052,170 and 93.9M (BN scale/bias included).
-    """
-
-    num_classes: int = 10
-    stages: Sequence[Sequence[Widths]] = CIFAR_STAGES
-    stem: str = "cifar"
-    width_multiplier: float = 0.25
-    batch_norm: bool = True
-    aux_logits: bool = False
-    dropout: float = 0.0
-
-
 class GoogLeNetCifar(GoogLeNet):
     """CIFAR GoogLeNet: all nine modules at 1/4 width (16x16, 8x8, 4x4), BN, auxiliary heads.
 
@@ -295,3 +278,16 @@ class GoogLeNetCifar(GoogLeNet):
     stem: str = "cifar"
     width_multiplier: float = 0.25
     batch_norm: bool = True
+
+
+class InceptionCifar(GoogLeNetCifar):
+    """CIFAR Inception net for naive-vs-bottleneck runs: 3x3 stem, (3a)-(4c) at 1/4 width, BN.
+
+    `bottleneck=False` keeps the 1x1/3x3/5x5 widths and drops the reductions and pool
+    projections (Figure 2a). No auxiliary heads, no dropout. 121,962 parameters and 15.5M
+    multiply-adds per 32x32 image; naive: 1,052,170 and 93.9M (BN scale/bias included).
+    """
+
+    stages: Sequence[Sequence[Widths]] = CIFAR_STAGES
+    aux_logits: bool = False
+    dropout: float = 0.0
