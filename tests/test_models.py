@@ -98,9 +98,7 @@ def test_plain_and_residual_cifar_nets_differ_only_in_block():
 
 
 def test_imagenet_plain_nets_have_no_projections():
-    shapes = jax.eval_shape(
-        lambda: models.get_model("plain34").init(jax.random.PRNGKey(0), jnp.zeros((1, 64, 64, 3)))
-    )
+    shapes = costs.init_shapes(models.get_model("plain34"), (64, 64, 3), train=False)
     names = {
         "/".join(str(k.key) for k in path)
         for path, _ in jax.tree_util.tree_leaves_with_path(shapes["params"])
@@ -241,12 +239,7 @@ def test_every_registry_model_has_a_forward_shape(name):
     model = models.get_model(name)
     shape = models.input_shape(name)
     x = jax.ShapeDtypeStruct((2, *shape), jnp.float32)
-    variables = jax.eval_shape(
-        lambda x: model.init(
-            {"params": jax.random.PRNGKey(0), "dropout": jax.random.PRNGKey(1)}, x, train=True
-        ),
-        x,
-    )
+    variables = costs.init_shapes(model, shape, train=True)
     out = jax.eval_shape(lambda v, x: model.apply(v, x, train=False), variables, x)
     num_classes = 10 if shape[0] <= 32 else 1000
     assert out.shape == (2, num_classes) and out.dtype == jnp.float32

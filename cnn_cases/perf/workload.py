@@ -18,6 +18,7 @@ import ml_collections
 import numpy as np
 
 from cnn_cases import models
+from cnn_cases.analysis import costs
 from cnn_cases.engine import defaults
 from cnn_cases.engine import train as train_lib
 
@@ -96,7 +97,7 @@ class JaxTrainStep:
         jitted = jax.jit(step, donate_argnums=0)
         self._step = jitted.lower(self.state, *self.batches[0]).compile()
         self.compile_s = time.perf_counter() - start
-        self.params = int(sum(x.size for x in jax.tree_util.tree_leaves(self.state.params)))
+        self.params = costs.count(self.state.params)
         self._steps_done = 0
 
     def step(self) -> Any:
