@@ -196,6 +196,17 @@ class GoogLeNet(nn.Module):
     def _width(self, channels: int) -> int:
         return max(1, int(channels * self.width_multiplier + 0.5))
 
+    def _checked_names(self, x: jax.Array) -> list[list[str]]:
+        """`module_names()`, after one-line errors for a bad stem, aux_after or input size."""
+        if self.stem not in ("imagenet", "cifar"):
+            raise ValueError(f"stem {self.stem!r} is not valid (valid: 'imagenet', 'cifar')")
+        names = self.module_names()
+        missing = [n for n in self.aux_after if not any(n in s for s in names)]
+        if self.aux_logits and missing:
+            raise ValueError(f"aux_after names unknown modules {missing}; modules: {names}")
+        check_min_size(x, self.min_input_size, type(self).__name__)
+        return names
+
     @nn.compact
     def __call__(
         self, x: jax.Array, *, train: bool = False, with_aux: bool | None = None
@@ -205,13 +216,7 @@ class GoogLeNet(nn.Module):
         `with_aux=True` with `train=False` runs the heads in inference mode (no dropout, BN
         running averages) to measure how well intermediate layers already predict.
         """
-        if self.stem not in ("imagenet", "cifar"):
-            raise ValueError(f"stem {self.stem!r} is not valid (valid: 'imagenet', 'cifar')")
-        names = self.module_names()
-        missing = [n for n in self.aux_after if not any(n in s for s in names)]
-        if self.aux_logits and missing:
-            raise ValueError(f"aux_after names unknown modules {missing}; modules: {names}")
-        check_min_size(x, self.min_input_size, type(self).__name__)
+        names = self._checked_names(x)
         conv = conv_factory(self.kernels, dtype=self.dtype)
         norm = norm_factory(train, self.kernels, dtype=self.dtype) if self.batch_norm else None
         unit = functools.partial(conv_unit, conv=conv, norm=norm, act=nn.relu)
