@@ -49,7 +49,7 @@ def classify(
 
 
 def main(argv: Sequence[str]) -> None:
-    common.quiet_logs()
+    common.show_progress()
     images = list(argv[1:])
     for path, best in zip(
         images,

@@ -14,9 +14,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import jax
 from absl import app, flags
 
+from cnn_cases.analysis import costs
 from cnn_cases.interop import pretrained
 from experiments import common
 
@@ -28,10 +28,10 @@ _OUT = flags.DEFINE_string("out", None, "FILE.msgpack or an Orbax directory.", r
 def main(argv: Sequence[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-    common.quiet_logs()
+    common.show_progress()
     variables = pretrained.to_flax(_MODEL.value, pretrained.read_state_dict(_WEIGHTS.value))
     pretrained.save(variables, _OUT.value)
-    count = sum(v.size for v in jax.tree_util.tree_leaves(variables["params"]))
+    count = costs.count(variables["params"])
     print(f"{_MODEL.value}: {count:,} parameters from {_WEIGHTS.value} -> {_OUT.value}")
 
 

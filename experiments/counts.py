@@ -23,7 +23,7 @@ _MAX_ROWS = flags.DEFINE_integer("max_rows", None, "Show at most this many layer
 def main(argv: Sequence[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-    common.quiet_logs()
+    common.show_progress()
     if _MODEL.value:
         print(counts.layer_table(_MODEL.value, train=_TRAIN.value, max_rows=_MAX_ROWS.value))
     else:

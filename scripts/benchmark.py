@@ -5,7 +5,7 @@
     python scripts/benchmark.py --model=resnet110 --scan          # compile time flat in depth
     XLA_FLAGS=--xla_cpu_... python scripts/benchmark.py ...       # try an XLA flag
 
-Reports, all measured in the same run: images/s of the jitted `cnn_cases.engine.train.train_step`
+Reports, all measured in the same run: images/s of the jitted `cnn_cases.engine.steps.train_step`
 (real TrainState, SGD momentum + weight decay, random normal inputs; median over --reps
 repetitions of --steps_per_rep steps after --warmup steps), the achieved GFLOP/s (conventional
 count from `cnn_cases.analysis.costs`: 2 FLOPs per multiply-add, x3 for forward + backward), the f32
@@ -19,57 +19,51 @@ side mean anything on a shared machine. The measurements: `cnn_cases.perf.throug
 
 from __future__ import annotations
 
-import argparse
-import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any
+
+from absl import flags
 
 from cnn_cases.perf import cli, throughput
 
 
-def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    cli.add_workload_arguments(p, dtype=True, scan=True, num_classes=True)
-    p.add_argument("--warmup", type=int, default=2, help="untimed steps after compiling")
-    p.add_argument("--reps", type=int, default=5, help="timed repetitions (median reported)")
-    p.add_argument("--steps_per_rep", type=int, default=2)
-    p.add_argument("--dataset", default="synthetic", help="TFDS name for the pipeline timing")
-    p.add_argument("--data_dir", default=None)
-    p.add_argument("--pipeline_batches", type=int, default=10)
-    p.add_argument("--matmul_size", type=int, default=2048)
-    p.add_argument(
-        "--peak_tflops",
-        type=float,
-        default=None,
-        help="the device's nominal dense peak for --dtype (e.g. 989 for bf16 on an H100 SXM): "
+def define_flags(flag_values: flags.FlagValues) -> None:
+    """The benchmark's flags, on `flag_values`."""
+    fv = flag_values
+    cli.define_workload_flags(fv, dtype=True, scan=True, num_classes=True)
+    flags.DEFINE_integer("warmup", 2, "untimed steps after compiling", flag_values=fv)
+    flags.DEFINE_integer("reps", 5, "timed repetitions (median reported)", flag_values=fv)
+    flags.DEFINE_integer("steps_per_rep", 2, "steps per timed repetition", flag_values=fv)
+    flags.DEFINE_string("dataset", "synthetic", "TFDS name for the pipeline timing", flag_values=fv)
+    flags.DEFINE_string("data_dir", None, "TFDS data_dir of --dataset", flag_values=fv)
+    flags.DEFINE_integer(
+        "pipeline_batches", 10, "batches the pipeline timing reads", flag_values=fv
+    )
+    flags.DEFINE_integer(
+        "matmul_size", 2048, "side of the f32 matmul that sets the peak", flag_values=fv
+    )
+    flags.DEFINE_float(
+        "peak_tflops",
+        None,
+        "the device's nominal dense peak for --dtype (e.g. 989 for bf16 on an H100 SXM): "
         "adds model-FLOPs utilisation `mfu`",
+        flag_values=fv,
     )
-    cli.add_report_arguments(p, vs_torch_help="time the PyTorch reference too")
-    args = p.parse_args(argv)
-    if args.peak_tflops is not None and args.peak_tflops <= 0:
-        p.error(f"--peak_tflops must be positive, not {args.peak_tflops}")
-    cli.require_positive(p, args, "batch_size", "reps", "steps_per_rep", "pipeline_batches")
-    return args
+    flags.register_validator(
+        "peak_tflops",
+        lambda v: v is None or v > 0,
+        message="--peak_tflops must be positive",
+        flag_values=fv,
+    )
+    cli.define_report_flags(fv, vs_torch_help="time the PyTorch reference too")
+    cli.require_positive(fv, "batch_size", "reps", "steps_per_rep", "pipeline_batches")
 
 
-def main(argv: Sequence[str] | None = None, *, out: Callable[[str], Any] = print) -> dict:
-    """Runs the benchmark for command-line `argv` (without the program name); returns the dict."""
-    args = parse_args(argv)
-    measure = lambda: throughput.benchmark(
-        cli.workload(args),
-        warmup=args.warmup,
-        reps=args.reps,
-        steps_per_rep=args.steps_per_rep,
-        dataset=args.dataset,
-        data_dir=args.data_dir,
-        pipeline_batches=args.pipeline_batches,
-        matmul_size=args.matmul_size,
-        peak_tflops=args.peak_tflops,
-        vs_torch=args.vs_torch,
-        torch_threads=args.torch_threads,
-    )
-    return cli.report(measure, throughput.format_report, as_json=args.json, out=out)
+def run(flag_values: flags.FlagValues, *, out: Callable[[str], Any] = print) -> dict[str, Any]:
+    """Runs the benchmark with the parsed `flag_values`; prints and returns its dict."""
+    values = flag_values.flag_values_dict()
+    return cli.report(throughput.benchmark, throughput.format_report, values, out=out)
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    cli.run_program(define_flags, run, flags.FLAGS)

@@ -15,7 +15,6 @@ once first. Needs uv (`pip install uv`) and access to the package index.
 
 from __future__ import annotations
 
-import argparse
 import configparser
 import dataclasses
 import os
@@ -24,6 +23,8 @@ import subprocess
 import sys
 import tempfile
 import tomllib
+
+from absl import app, flags
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PYTHONS = ("3.11", "3.12", "3.13")
@@ -147,22 +148,34 @@ def resolve(target: Target, python: str, wheel_dir: str) -> tuple[bool, str]:
     return True, f"{len(pins)} packages: " + ", ".join(shown)
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--python", default=",".join(PYTHONS), help="comma-separated versions")
-    ap.add_argument("--target", default="", help="comma-separated names (default: all)")
-    args = ap.parse_args(argv)
-    names = [t for t in args.target.split(",") if t]
-    unknown = set(names) - {t.name for t in TARGETS}
+def define_flags(flag_values: flags.FlagValues) -> None:
+    """--python and --target, on `flag_values`; an unknown target fails the parse."""
+    flags.DEFINE_string(
+        "python", ",".join(PYTHONS), "comma-separated versions", flag_values=flag_values
+    )
+    flags.DEFINE_string(
+        "target", "", "comma-separated names (default: all)", flag_values=flag_values
+    )
+    flags.register_validator("target", _check_targets, flag_values=flag_values)
+
+
+def _check_targets(value: str) -> bool:
+    unknown = {t for t in value.split(",") if t} - {t.name for t in TARGETS}
     if unknown:
         valid = ", ".join(t.name for t in TARGETS)
-        raise SystemExit(f"error: unknown target {sorted(unknown)[0]!r} (valid: {valid})")
+        raise flags.ValidationError(f"unknown target {sorted(unknown)[0]!r} (valid: {valid})")
+    return True
+
+
+def run(flag_values: flags.FlagValues) -> int:
+    """Resolves every target the parsed `flag_values` name; 1 if any failed, else 0."""
+    names = [t for t in flag_values.target.split(",") if t]
     targets = [t for t in TARGETS if not names or t.name in names]
     failed = 0
     with tempfile.TemporaryDirectory() as wheel_dir:
         build_promise(wheel_dir)
         for target in targets:
-            for python in args.python.split(","):
+            for python in flag_values.python.split(","):
                 ok, detail = resolve(target, python, wheel_dir)
                 failed += not ok
                 print(
@@ -174,4 +187,5 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    define_flags(flags.FLAGS)
+    app.run(lambda argv: run(flags.FLAGS))

@@ -19,12 +19,12 @@ package index (the environment is about 8 GB, mostly CUDA libraries).
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import subprocess
-import sys
 import tempfile
+
+from absl import app, flags
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RUNTIME = os.path.join(ROOT, "scripts", "colab_gpu_runtime.txt")
@@ -77,36 +77,40 @@ def pip_check(py: str) -> set[str]:
     return {line for line in out.splitlines() if line.strip() and "No broken" not in line}
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--python", default="python3.13", help="a Python 3.13 interpreter")
-    ap.add_argument("--notebook", default="resnet_depth", help="notebooks/NAME.ipynb")
-    ap.add_argument("--workdir", default="", help="where to build (default: a temporary dir)")
-    args = ap.parse_args(argv)
-    work = args.workdir or tempfile.mkdtemp(prefix="colab_check_")
-    os.makedirs(work, exist_ok=True)
-    venv, clone, content = (os.path.join(work, d) for d in ("venv", "clone", "content"))
-    py = os.path.join(venv, "bin", "python")
+def define_flags(flag_values: flags.FlagValues) -> None:
+    """--python, --notebook and --workdir, on `flag_values`."""
+    fv = flag_values
+    flags.DEFINE_string("python", "python3.13", "a Python 3.13 interpreter", flag_values=fv)
+    flags.DEFINE_string("notebook", "resnet_depth", "notebooks/NAME.ipynb", flag_values=fv)
+    flags.DEFINE_string("workdir", "", "where to build (default: a temporary dir)", flag_values=fv)
 
+
+def build_environment(python: str, venv: str) -> tuple[dict[str, str], set[str]]:
+    """Colab's runtime packages in a fresh `venv`; its `pip freeze` and `pip check` before."""
+    py = os.path.join(venv, "bin", "python")
     print(f"== building the Colab-like environment in {venv}", flush=True)
     if not os.path.exists(py):
-        sh(args.python, "-m", "venv", venv)
+        sh(python, "-m", "venv", venv)
         sh(py, "-m", "pip", "install", "-q", "pip==24.1.2")
         sh(py, "-m", "pip", "install", "-q", "-r", RUNTIME)
     before, broken_before = freeze(py), pip_check(py)
     print(f"   {len(before)} packages; pip check before: {len(broken_before)} line(s)")
     for line in sorted(broken_before):
         print(f"     {line}")
+    return before, broken_before
 
+
+def clone_repository(clone: str) -> None:
+    """The repository's committed HEAD, cloned to `clone` (once)."""
     print(f"== cloning {ROOT} into {clone}", flush=True)
     if not os.path.isdir(clone):
         sh("git", "clone", "-q", ROOT, clone)
     head = sh("git", "-C", clone, "rev-parse", "--short", "HEAD", capture_output=True).stdout
     print(f"   at {head.strip()}")
 
-    print(f"== executing notebooks/{args.notebook}.ipynb with REPO={clone!r}", flush=True)
-    os.makedirs(content, exist_ok=True)
-    out_nb = os.path.join(content, f"{args.notebook}.executed.ipynb")
+
+def notebook_env(notebook: str, content: str) -> dict[str, str]:
+    """The notebook's environment: the smoke preset on synthetic data, offline."""
     env = {
         **os.environ,
         "CNN_CASES_PRESET": "smoke",
@@ -115,15 +119,37 @@ def main(argv: list[str] | None = None) -> int:
         "CNN_CASES_OFFLINE": "1",
     }
     env.pop("PYTHONPATH", None)
-    if args.notebook != "resnet_depth":
+    if notebook != "resnet_depth":
         env["CNN_CASES_FLAGS"] = "--config.dataset=synthetic"
-    nb_path = os.path.join(clone, "notebooks", f"{args.notebook}.ipynb")
-    run = sh(py, "-c", _EXECUTE, nb_path, out_nb, clone, cwd=content, env=env, check=False,
-             capture_output=True)  # fmt: skip
+    return env
+
+
+def execute_notebook(
+    py: str, notebook: str, clone: str, content: str, env: dict[str, str]
+) -> tuple[subprocess.CompletedProcess, list[dict]]:
+    """Runs the clone's notebook from `content`; the process and the error outputs."""
+    print(f"== executing notebooks/{notebook}.ipynb with REPO={clone!r}", flush=True)
+    os.makedirs(content, exist_ok=True)
+    out_nb = os.path.join(content, f"{notebook}.executed.ipynb")
+    nb_path = os.path.join(clone, "notebooks", f"{notebook}.ipynb")
+    proc = sh(py, "-c", _EXECUTE, nb_path, out_nb, clone, cwd=content, env=env, check=False,
+              capture_output=True)  # fmt: skip
     with open(out_nb) as f:
         executed = json.load(f)
     outputs = [o for c in executed["cells"] if c["cell_type"] == "code" for o in c["outputs"]]
-    errors = [o for o in outputs if o.get("output_type") == "error"]
+    return proc, [o for o in outputs if o.get("output_type") == "error"]
+
+
+def run(args: flags.FlagValues) -> int:
+    """Builds, executes and checks with the parsed flag values `args`; 1 if a check failed."""
+    work = args.workdir or tempfile.mkdtemp(prefix="colab_check_")
+    os.makedirs(work, exist_ok=True)
+    venv, clone, content = (os.path.join(work, d) for d in ("venv", "clone", "content"))
+    py = os.path.join(venv, "bin", "python")
+    before, broken_before = build_environment(args.python, venv)
+    clone_repository(clone)
+    env = notebook_env(args.notebook, content)
+    proc, errors = execute_notebook(py, args.notebook, clone, content, env)
 
     after, broken_after = freeze(py), pip_check(py)
     changed = sorted(k for k in set(before) | set(after) if before.get(k) != after.get(k))
@@ -135,15 +161,13 @@ def main(argv: list[str] | None = None) -> int:
     )
 
     checks = {
-        "jax, jaxlib, CUDA plugin and pjrt at one version": len(
-            {after.get(k) for k in JAX_FAMILY}
-        )
+        "jax, jaxlib, CUDA plugin and pjrt at one version": len({after.get(k) for k in JAX_FAMILY})
         == 1,
         "tensorflow, keras, torch, cnn_cases import": not any(
             str(v).startswith("FAILED") for v in imports.values()
         ),
         "pip check reports nothing new": not (broken_after - broken_before),
-        "the notebook ran without an error": run.returncode == 0 and not errors,
+        "the notebook ran without an error": proc.returncode == 0 and not errors,
         "the notebook wrote results.json": os.path.exists(
             os.path.join(content, "runs", args.notebook, "results.json")
         ),
@@ -154,12 +178,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"   new in pip check: {line}")
     for e in errors:
         print(f"   notebook error: {e.get('ename')}: {e.get('evalue')}")
-    if run.returncode:
-        print(run.stderr[-3000:])
+    if proc.returncode:
+        print(proc.stderr[-3000:])
     for name, ok in checks.items():
         print(f"{'PASS' if ok else 'FAIL'}  {name}")
     return 0 if all(checks.values()) else 1
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    define_flags(flags.FLAGS)
+    app.run(lambda argv: run(flags.FLAGS))

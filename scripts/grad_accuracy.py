@@ -17,28 +17,27 @@ same batch (`cnn_cases.interop.pytorch`, PyTorch's initialisation): the yardstic
 
 from __future__ import annotations
 
-import argparse
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any
+
+from absl import flags
 
 from cnn_cases.perf import cli, gradients
 
 
-def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+def define_flags(flag_values: flags.FlagValues) -> None:
+    """The measurement's flags, on `flag_values`."""
+    cli.define_workload_flags(flag_values)
+    cli.define_report_flags(
+        flag_values, vs_torch_help="PyTorch's own f32 error too", torch_threads=False
     )
-    cli.add_workload_arguments(p)
-    cli.add_report_arguments(p, vs_torch_help="PyTorch's own f32 error too", torch_threads=False)
-    return p.parse_args(argv)
 
 
-def main(argv: Sequence[str] | None = None, *, out: Callable[[str], Any] = print) -> dict:
-    """Measures for command-line `argv` (default: sys.argv[1:]); returns the dict."""
-    args = parse_args(argv)
-    measure = lambda: gradients.measure(cli.workload(args), vs_torch=args.vs_torch)
-    return cli.report(measure, gradients.format_report, as_json=args.json, out=out)
+def run(flag_values: flags.FlagValues, *, out: Callable[[str], Any] = print) -> dict[str, Any]:
+    """Measures with the parsed `flag_values`; prints and returns the dict."""
+    values = flag_values.flag_values_dict()
+    return cli.report(gradients.measure, gradients.format_report, values, out=out)
 
 
 if __name__ == "__main__":
-    main()
+    cli.run_program(define_flags, run, flags.FLAGS)

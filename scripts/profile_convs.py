@@ -15,40 +15,29 @@ and the PyTorch step too. The measurements: `cnn_cases.perf.convs`.
 
 from __future__ import annotations
 
-import argparse
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any
+
+from absl import flags
 
 from cnn_cases.perf import cli, convs
 
 
-def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    cli.add_workload_arguments(p)
-    p.add_argument("--warmup", type=int, default=2, help="untimed calls per pass")
-    p.add_argument("--reps", type=int, default=7, help="timed calls per pass (median)")
-    p.add_argument("--step_reps", type=int, default=5, help="timed repetitions of the step")
-    cli.add_report_arguments(p, vs_torch_help="time PyTorch's passes too")
-    args = p.parse_args(argv)
-    cli.require_positive(p, args, "batch_size", "reps", "step_reps")
-    return args
+def define_flags(flag_values: flags.FlagValues) -> None:
+    """The profile's flags, on `flag_values`."""
+    fv = flag_values
+    cli.define_workload_flags(fv)
+    flags.DEFINE_integer("warmup", 2, "untimed calls per pass", flag_values=fv)
+    flags.DEFINE_integer("reps", 7, "timed calls per pass (median)", flag_values=fv)
+    flags.DEFINE_integer("step_reps", 5, "timed repetitions of the step", flag_values=fv)
+    cli.define_report_flags(fv, vs_torch_help="time PyTorch's passes too")
+    cli.require_positive(fv, "batch_size", "reps", "step_reps")
 
 
-def main(argv: Sequence[str] | None = None, *, out: Callable[[str], Any] = print) -> dict:
-    """Profiles for command-line `argv` (default: sys.argv[1:]); returns the dict."""
-    args = parse_args(argv)
-    measure = lambda: convs.profile(
-        cli.workload(args),
-        warmup=args.warmup,
-        reps=args.reps,
-        step_reps=args.step_reps,
-        vs_torch=args.vs_torch,
-        torch_threads=args.torch_threads,
-    )
-    return cli.report(measure, convs.format_report, as_json=args.json, out=out)
+def run(flag_values: flags.FlagValues, *, out: Callable[[str], Any] = print) -> dict[str, Any]:
+    """Profiles with the parsed `flag_values`; prints and returns the dict."""
+    return cli.report(convs.profile, convs.format_report, flag_values.flag_values_dict(), out=out)
 
 
 if __name__ == "__main__":
-    main()
+    cli.run_program(define_flags, run, flags.FLAGS)

@@ -5,9 +5,10 @@ import json
 import math
 
 import pytest
+from absl import flags
 
 from cnn_cases.interop import pytorch
-from cnn_cases.perf import throughput
+from cnn_cases.perf import cli, throughput, timing
 from cnn_cases.perf.workload import Workload
 
 _TINY = [
@@ -23,6 +24,8 @@ _TINY = [
     "--json",
 ]
 KEYS = ("images_per_s", "gflops", "peak_gflops", "compile_s", "pipeline_images_per_s")
+# resnet8 at width 4 on 32x32x3: conv_init, 2 + 2 + 2 block convs (two stride 2), the head.
+MACS = 32 * 32 * (4 * 27 + 2 * 4 * 36) + 16 * 16 * 8 * (36 + 72) + 8 * 8 * 16 * (72 + 144) + 160
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +35,7 @@ def benchmark():
 
 def _run(benchmark, argv):
     printed = []
-    result = benchmark.main(argv, out=printed.append)
+    result = benchmark.run(cli.parse(benchmark.define_flags, argv), out=printed.append)
     assert len(printed) == 1
     assert json.loads(printed[0]) == json.loads(json.dumps(result))
     return result
@@ -42,6 +45,20 @@ def _run(benchmark, argv):
 def tiny(benchmark):
     """The tiny run's result, shared: each run compiles a model."""
     return _run(benchmark, _TINY)
+
+
+@pytest.fixture
+def fixed_step_times(monkeypatch):
+    """The timed steps run, but report JAX 0.1 s and 0.2 s, PyTorch 0.4 s and 0.2 s per step."""
+    fixed = {"jax": (0.1, 0.2), "torch": (0.4, 0.2)}
+
+    def time_calls(fns, **kw):
+        result = timing.time_calls(fns, **kw)
+        if "jax" not in fns:  # the matmul, the pipeline, PyTorch's first step
+            return result
+        return {name: timing.Timing(fixed[name]) for name in fns}
+
+    monkeypatch.setattr(throughput, "time_calls", time_calls)
 
 
 def _positive_finite(result, keys):
@@ -54,34 +71,64 @@ def test_benchmark_json_keys_and_values(tiny):
     r = tiny
     _positive_finite(r, (*KEYS, "pipeline_ratio", "pct_of_peak", "macs_per_image", "params"))
     assert r["params"] == 5006  # resnet8 at width 4
+    assert r["macs_per_image"] == MACS == 848_032
     assert len(r["images_per_s_reps"]) == 2
     assert "torch_images_per_s" not in r
     assert "train step" in throughput.format_report(r)
 
 
-def test_benchmark_vs_torch(benchmark):
+def test_benchmark_vs_torch(benchmark, fixed_step_times):
     r = _run(benchmark, [*_TINY, "--vs_torch"])
-    _positive_finite(r, (*KEYS, "torch_images_per_s", "ratio_jax_over_torch"))
+    _positive_finite(r, (*KEYS, "torch_first_step_s"))
     assert r["torch_params"] == r["params"]  # the reference is the same net
-    assert len(r["torch_images_per_s_reps"]) == 2
-    assert r["ratio_jax_over_torch"] == pytest.approx(r["images_per_s"] / r["torch_images_per_s"])
+    # Batch 8: JAX 80 and 40 images/s, PyTorch 20 and 40; medians 60 and 30.
+    assert r["images_per_s_reps"] == [80.0, 40.0] and r["torch_images_per_s_reps"] == [20.0, 40.0]
+    assert r["images_per_s"] == 60.0 and r["torch_images_per_s"] == 30.0
+    assert r["step_ms"] == pytest.approx(1e3 * 8 / 60)
+    assert r["ratio_jax_over_torch"] == pytest.approx(2.0)
+    assert r["ratio_jax_over_torch_paired"] == pytest.approx(2.5)  # median of 4 and 1
+    assert r["torch_gflops"] == pytest.approx(30 * 6 * 848_032 / 1e9)
     assert "JAX / PyTorch" in throughput.format_report(r)
 
 
 def test_benchmark_rejects_bad_arguments(benchmark):
-    with pytest.raises(SystemExit):
-        benchmark.parse_args(["--reps=0"])
+    with pytest.raises(flags.IllegalFlagValueError, match="--reps must be >= 1"):
+        cli.parse(benchmark.define_flags, ["--reps=0"])
+    with pytest.raises(flags.IllegalFlagValueError, match="--batch_size must be >= 1"):
+        cli.parse(benchmark.define_flags, ["--batch_size=-1"])
+    with pytest.raises(flags.IllegalFlagValueError, match="kernels"):
+        cli.parse(benchmark.define_flags, ["--kernels=cuda"])
     with pytest.raises(ValueError, match="CIFAR"):
         pytorch.TorchTrainStep(Workload(model="vgg16"))
     # Before any timing, as a one-line error.
+    values = cli.parse(benchmark.define_flags, ["--model=vgg16", "--vs_torch"])
     with pytest.raises(SystemExit, match="error: the PyTorch reference"):
-        benchmark.main(["--model=vgg16", "--vs_torch"])
+        benchmark.run(values)
 
 
-def test_benchmark_mfu_against_a_given_peak(benchmark, tiny):
+def test_benchmark_mfu_against_a_given_peak(benchmark, tiny, fixed_step_times):
     r = _run(benchmark, [*_TINY, "--peak_tflops=0.5"])
-    assert r["mfu"] == pytest.approx(r["gflops"] / 500) and r["mfu_peak_tflops"] == 0.5
+    # 60 images/s x 3 passes x 2 FLOPs x 848,032 mult-adds = 0.3053 GFLOP/s of 500.
+    assert r["gflops"] == pytest.approx(60 * 6 * 848_032 / 1e9)
+    assert r["mfu"] == pytest.approx(0.30529152 / 500) and r["mfu_peak_tflops"] == 0.5
     assert "MFU" in throughput.format_report(r)
     assert tiny["mfu"] is None
-    with pytest.raises(SystemExit):
-        benchmark.parse_args(["--peak_tflops=0"])
+    with pytest.raises(flags.IllegalFlagValueError, match="--peak_tflops must be positive"):
+        cli.parse(benchmark.define_flags, ["--peak_tflops=0"])
+
+
+def test_flags_keep_their_defaults(benchmark):
+    values = cli.parse(benchmark.define_flags).flag_values_dict()
+    assert cli.workload(values) == Workload(model="resnet20", batch_size=128, num_classes=10)
+    assert (values["warmup"], values["reps"], values["steps_per_rep"]) == (2, 5, 2)
+    assert (values["dataset"], values["data_dir"], values["pipeline_batches"]) == (
+        "synthetic",
+        None,
+        10,
+    )
+    assert (values["matmul_size"], values["peak_tflops"], values["torch_threads"]) == (
+        2048,
+        None,
+        2,
+    )
+    assert not (values["vs_torch"] or values["json"] or values["scan"])

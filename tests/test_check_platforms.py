@@ -1,6 +1,7 @@
 """scripts/check_platforms.py reads the project's own requirements (no network here)."""
 
 import pytest
+from absl import flags
 
 from scripts import check_platforms
 
@@ -23,6 +24,17 @@ def test_every_target_names_its_extras_in_its_command():
         check_platforms.requirements(t.extras)  # every extra exists in setup.cfg
 
 
+def _parse(argv):
+    values = flags.FlagValues()
+    check_platforms.define_flags(values)
+    values(["check_platforms", *argv])
+    return values
+
+
 def test_unknown_target_is_one_line():
-    with pytest.raises(SystemExit, match=r"unknown target 'windows' \(valid: linux-x86_64"):
-        check_platforms.main(["--target=windows"])
+    with pytest.raises(
+        flags.IllegalFlagValueError, match=r"unknown target 'windows' \(valid: linux-x86_64"
+    ):
+        _parse(["--target=linux-x86_64,windows"])
+    values = _parse(["--target=macos-arm64"])
+    assert (values.target, values.python) == ("macos-arm64", "3.11,3.12,3.13")

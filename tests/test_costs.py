@@ -30,7 +30,7 @@ def test_macs_equal_xla_flops_on_valid_convolutions():
 
 
 def test_same_padding_counts_padded_positions_but_xla_only_in_bounds():
-    """GUIDE section 6: XLA gives 2 x 9,193,472 for the 5x5 SAME conv; convention 10,035,200."""
+    """The 5x5 SAME conv: XLA counts 2 x 9,193,472 FLOPs (taps in bounds), convention 10,035,200."""
     net = lecture.DirectConv(filters=32)
     ours = costs.model_cost(net, (28, 28, 16)).macs
     assert ours == 10_035_200 == costs.conv_macs((28, 28, 16), 32, 5)

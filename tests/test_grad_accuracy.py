@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pytest
 
-from cnn_cases.perf import gradients
+from cnn_cases.perf import cli, gradients
 from cnn_cases.perf.workload import Workload
 
 _TINY = Workload(model="resnet8", width=4, batch_size=8)
@@ -20,9 +20,8 @@ def grad_accuracy():
 def test_default_f32_gradient_is_close_to_float64(grad_accuracy, monkeypatch):
     monkeypatch.delenv("XLA_FLAGS", raising=False)
     printed = []
-    r = grad_accuracy.main(
-        ["--model=resnet8", "--width=4", "--batch_size=8", "--json"], out=printed.append
-    )
+    argv = ["--model=resnet8", "--width=4", "--batch_size=8", "--json"]
+    r = grad_accuracy.run(cli.parse(grad_accuracy.define_flags, argv), out=printed.append)
     assert json.loads(printed[0]) == r
     assert 0 < r["relative_error"] < 1e-4, r  # f32 rounding, nothing more
     assert r["worst_tensor_relative_error"] >= r["relative_error"]

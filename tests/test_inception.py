@@ -12,14 +12,11 @@ import numpy as np
 import pytest
 from absl.testing import absltest, parameterized
 
+from cnn_cases.analysis import costs
 from cnn_cases.models import inception
 
 KEY = jax.random.PRNGKey(0)
 TABLE1_3A = (64, 96, 128, 16, 32, 32)
-
-
-def size(tree) -> int:
-    return sum(math.prod(x.shape) for x in jax.tree_util.tree_leaves(tree))
 
 
 def kernel_size(tree) -> int:
@@ -28,8 +25,7 @@ def kernel_size(tree) -> int:
 
 
 def init_shapes(model, hw: int, *, train: bool = True, channels: int = 3):
-    x = jnp.zeros((1, hw, hw, channels))
-    return jax.eval_shape(lambda: model.init(KEY, x, train=train))
+    return costs.init_shapes(model, (hw, hw, channels), train=train)
 
 
 def random_variables(model, x: jax.Array, seed: int = 0):
@@ -63,8 +59,9 @@ def test_inception_3a_bottleneck_weights_and_output():
     x = jnp.zeros((1, 28, 28, 192))
     variables = jax.eval_shape(lambda: module.init(KEY, x))
     params = variables["params"]
-    assert kernel_size(params) == 163_328  # GUIDE section 6 (paper: 159K with K = 1024)
-    assert size(params) == 163_328 + 368  # one bias per output channel of each conv
+    # Table 1's (3a) widths on 192 channels: 163,328 weights (the paper's 159K takes K = 1024).
+    assert kernel_size(params) == 163_328
+    assert costs.count(params) == 163_328 + 368  # one bias per output channel of each conv
     assert set(params) == {"b1x1", "b3x3_reduce", "b3x3", "b5x5_reduce", "b5x5", "pool_proj"}
     out = jax.eval_shape(module.apply, variables, x)
     assert out.shape == (1, 28, 28, 256)
@@ -100,7 +97,7 @@ GOOGLENET_PARAMS_WITH_AUX = 13_378_280
 
 def test_googlenet_parameter_count():
     params = init_shapes(inception.GoogLeNet(aux_logits=False), 224)["params"]
-    n = size(params)
+    n = costs.count(params)
     assert 6_000_000 <= n <= 7_000_000  # paper: ~6.8M
     assert n == GOOGLENET_PARAMS
     assert "aux1" not in params and "aux2" not in params
@@ -109,13 +106,13 @@ def test_googlenet_parameter_count():
 
 def test_googlenet_aux_heads_parameter_count():
     params = init_shapes(inception.GoogLeNet(), 224, train=True)["params"]
-    assert size(params) == GOOGLENET_PARAMS_WITH_AUX
+    assert costs.count(params) == GOOGLENET_PARAMS_WITH_AUX
     main = {k: v for k, v in params.items() if not k.startswith("aux")}
-    assert size(main) == GOOGLENET_PARAMS
+    assert costs.count(main) == GOOGLENET_PARAMS
     # 1x1 conv 128 (+ bias), FC 4*4*128 -> 1024, linear 1024 -> 1000, on 512 and 528 channels.
     head = 2048 * 1024 + 1024 + 1024 * 1000 + 1000
-    assert size(params["aux1"]) == 512 * 128 + 128 + head
-    assert size(params["aux2"]) == 528 * 128 + 128 + head
+    assert costs.count(params["aux1"]) == 512 * 128 + 128 + head
+    assert costs.count(params["aux2"]) == 528 * 128 + 128 + head
     assert params["aux1"]["fc"]["kernel"].shape == (4 * 4 * 128, 1024)
 
 
@@ -190,8 +187,8 @@ def test_invalid_configuration_raises():
 
 
 def test_inception_cifar_bottleneck_is_cheaper_than_naive():
-    bottleneck = size(init_shapes(inception.InceptionCifar(), 32)["params"])
-    naive = size(init_shapes(inception.InceptionCifar(bottleneck=False), 32)["params"])
+    bottleneck = costs.count(init_shapes(inception.InceptionCifar(), 32)["params"])
+    naive = costs.count(init_shapes(inception.InceptionCifar(bottleneck=False), 32)["params"])
     assert (bottleneck, naive) == (121_962, 1_052_170)
     assert naive > 5 * bottleneck
 
@@ -216,10 +213,10 @@ def test_inception_cifar_naive_channels_grow():
 
 
 def test_googlenet_cifar_parameter_count():
-    assert size(init_shapes(inception.GoogLeNetCifar(), 32)["params"]) == 452_214
+    assert costs.count(init_shapes(inception.GoogLeNetCifar(), 32)["params"]) == 452_214
     no_aux = inception.GoogLeNetCifar(aux_logits=False)
     variables = init_shapes(no_aux, 32)
-    assert size(variables["params"]) == 372_578
+    assert costs.count(variables["params"]) == 372_578
     assert not any(k.startswith("aux") for k in variables["params"])
     x = jnp.zeros((2, 32, 32, 3))
     out, _ = jax.eval_shape(

@@ -24,8 +24,11 @@ def test_presets_are_complete(preset):
     }
 
 
-def test_cpu_preset_fits_five_minutes():
-    assert lenet5_configs.get_config("cpu").expected_minutes <= 5
+def test_cpu_preset_is_the_shorter_schedule():
+    cpu, full = lenet5_configs.get_config("cpu"), lenet5_configs.get_config("full")
+    assert cpu.num_steps < full.num_steps and cpu.expected_minutes < full.expected_minutes
+    for c in (cpu, full):  # both learning-rate drops happen during the run, in order
+        assert 0 < c.lr_boundaries[0] < c.lr_boundaries[1] < c.num_steps
 
 
 def test_unknown_preset_is_refused():

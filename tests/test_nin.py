@@ -11,18 +11,15 @@ import numpy as np
 import pytest
 from absl.testing import absltest
 
+from cnn_cases.analysis import costs
 from cnn_cases.models import nin
 
 KEY = jax.random.PRNGKey(0)
 NIN_PARAMS = 966_986
 
 
-def size(tree) -> int:
-    return sum(math.prod(x.shape) for x in jax.tree_util.tree_leaves(tree))
-
-
 def init_shapes(model, hw: int):
-    return jax.eval_shape(lambda: model.init(KEY, jnp.zeros((1, hw, hw, 3)), train=True))
+    return costs.init_shapes(model, (hw, hw, 3), train=True)
 
 
 def random_variables(model, x: jax.Array, seed: int = 0):
@@ -39,8 +36,8 @@ def random_variables(model, x: jax.Array, seed: int = 0):
 
 def test_parameter_count():
     params = init_shapes(nin.NiN(), 32)["params"]
-    assert size(params) == NIN_PARAMS
-    per_block = {name: size(block) for name, block in params.items()}
+    assert costs.count(params) == NIN_PARAMS
+    per_block = {name: costs.count(block) for name, block in params.items()}
     assert per_block == {
         "mlpconv1": (75 * 192 + 192) + (192 * 160 + 160) + (160 * 96 + 96),
         "mlpconv2": (25 * 96 * 192 + 192) + 2 * (192 * 192 + 192),

@@ -2,11 +2,10 @@
 
 import math
 
-import jax
-import jax.numpy as jnp
 import pytest
 
 from cnn_cases import models
+from cnn_cases.analysis import costs
 from cnn_cases.interop import pytorch
 from cnn_cases.perf import timing
 
@@ -57,9 +56,7 @@ def _torch_layout(shape):
 
 def test_torch_reference_mirrors_the_flax_names_and_shapes():
     model = models.get_model("resnet8", width=4)
-    variables = jax.eval_shape(
-        lambda: model.init(jax.random.PRNGKey(0), jnp.zeros((1, *models.CIFAR)), train=True)
-    )
+    variables = costs.init_shapes(model, models.CIFAR, train=True)
     renames = {"kernel": "weight", "scale": "weight", "bias": "bias"}
     renames |= {"mean": "running_mean", "var": "running_var"}
     flax_shapes = {

@@ -91,11 +91,7 @@ def test_scan_keeps_the_parameter_count(name):
 
 def test_scan_is_off_by_default_and_keeps_block_names():
     assert resnet.ResNet.scan is False
-    shapes = jax.eval_shape(
-        lambda: models.get_model("resnet20").init(
-            jax.random.PRNGKey(0), jnp.zeros((1, 32, 32, 3)), train=True
-        )
-    )
+    shapes = costs.init_shapes(models.get_model("resnet20"), (32, 32, 3), train=True)
     assert {f"stage{i}_block{j}" for i in (1, 2, 3) for j in (1, 2, 3)} <= set(shapes["params"])
 
 

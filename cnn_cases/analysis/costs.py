@@ -136,8 +136,9 @@ def _conv_geometry(module: nn.Module, x: Any) -> ConvGeometry | None:
     )
 
 
-def _tree_size(tree: Any) -> int:
-    return int(sum(math.prod(x.shape) for x in jax.tree_util.tree_leaves(tree)))
+def count(tree: Any) -> int:
+    """Number of entries in a tree of arrays or shapes (e.g. a `params` collection)."""
+    return int(sum(math.prod(np.shape(x)) for x in jax.tree_util.tree_leaves(tree)))
 
 
 def _subtree(params: Any, path: tuple[str, ...]) -> Any:
@@ -167,14 +168,14 @@ def model_cost(
             module = context.module
             first = _first_array(out)
             shape = tuple(first.shape[1:]) if first is not None else ()
-            own = _tree_size(module.variables.get("params", {}))
+            own = count(module.variables.get("params", {}))
             macs = _layer_macs(module, first)
             conv = _conv_geometry(module, args[0]) if args else None
             calls.append((tuple(module.path), type(module).__name__, shape, macs, own, conv))
         return out
 
     with nn.intercept_methods(interceptor):
-        variables = _init_shapes(model, input_shape, train=train, dtype=dtype)
+        variables = init_shapes(model, input_shape, train=train, dtype=dtype)
     params = variables.get("params", {})
     paths = {c[0] for c in calls}
     # A leaf is a call whose path is no other call's prefix (blocks and the model itself drop out).
@@ -183,7 +184,7 @@ def model_cost(
     for path, kind, shape, macs, own, conv in calls:
         if path in parents or path in scanned:
             continue
-        stored = _tree_size(_subtree(params, path))
+        stored = count(_subtree(params, path))
         # Under nn.scan a layer's parameters are stacked `repeats` times, and flax traces its
         # body more than once: count it once, `repeats` times over.
         repeats = stored // own if own and stored > own else 1
@@ -194,15 +195,18 @@ def model_cost(
     return ModelCost(
         input_shape=tuple(input_shape),
         layers=tuple(layers),
-        params=_tree_size(params),
+        params=count(params),
         macs=sum(layer.macs for layer in layers),
     )
 
 
-def _init_shapes(
+def init_shapes(
     model: nn.Module, input_shape: Sequence[int], *, train: bool, dtype: Any = jnp.float32
 ) -> Any:
-    """`model.init` traced by eval_shape: shapes only, nothing allocated or compiled."""
+    """The variables of `model.init` on one (H, W, C) image, as shapes (`jax.eval_shape`).
+
+    Nothing is allocated or compiled. `train` goes to the model when its call takes it.
+    """
     kwargs = {"train": train} if "train" in inspect.signature(model.__call__).parameters else {}
     rngs = {"params": jax.random.PRNGKey(0), "dropout": jax.random.PRNGKey(1)}
     return jax.eval_shape(lambda: model.init(rngs, jnp.zeros((1, *input_shape), dtype), **kwargs))
@@ -210,7 +214,7 @@ def _init_shapes(
 
 def count_params(model: nn.Module, input_shape: Sequence[int], *, train: bool = True) -> int:
     """Number of entries in the `params` collection (BN scale/bias count; running stats do not)."""
-    return _tree_size(_init_shapes(model, input_shape, train=train).get("params", {}))
+    return count(init_shapes(model, input_shape, train=train).get("params", {}))
 
 
 def xla_flops(model: nn.Module, input_shape: Sequence[int], *, batch: int = 1) -> float:
@@ -221,7 +225,7 @@ def xla_flops(model: nn.Module, input_shape: Sequence[int], *, batch: int = 1) -
     if "kernels" in {f.name for f in dataclasses.fields(model)}:
         model = model.clone(kernels="xla")
     x = jnp.zeros((batch, *input_shape), jnp.float32)
-    variables = _init_shapes(model, input_shape, train=False)
+    variables = init_shapes(model, input_shape, train=False)
     kwargs = {"train": False} if "train" in inspect.signature(model.__call__).parameters else {}
     fn = jax.jit(lambda v, x: model.apply(v, x, **kwargs))
     compiled = fn.lower(variables, x).compile()

@@ -112,11 +112,6 @@ def initial_state(
     return create_seed_states(model, config, image_shape)
 
 
-def num_params(params: Any) -> int:
-    """How many numbers a parameter tree holds."""
-    return int(sum(x.size for x in jax.tree_util.tree_leaves(params)))
-
-
 def stack(trees: list[Any]) -> Any:
     """Pytrees of the same structure stacked leaf by leaf on a new leading axis (the structure,
     static fields included, is the first tree's)."""

@@ -27,6 +27,7 @@ import orbax.checkpoint as ocp
 from absl import logging
 
 from cnn_cases import models
+from cnn_cases.analysis import costs
 from cnn_cases.data import input_pipeline, splits
 from cnn_cases.engine import defaults, parallel, periodic, rundir, steps
 from cnn_cases.engine.rundir import RunResult
@@ -148,7 +149,7 @@ def train(
 def _start_line(config: ml_collections.ConfigDict, state: steps.TrainState, seeds: int) -> str:
     note = f", seeds {config.seed}..{config.seed + seeds - 1} as one program" if seeds > 1 else ""
     return (
-        f"{config.model}: {steps.num_params(state.params) // seeds:,} parameters, "
+        f"{config.model}: {costs.count(state.params) // seeds:,} parameters, "
         f"{config.num_steps} steps of {config.batch_size} on {jax.device_count()} "
         f"{jax.devices()[0].platform} device(s){note}"
     )
@@ -365,7 +366,7 @@ def _final_results(run: _Run, state: steps.TrainState) -> list[RunResult]:
             test_loss=pick(test_m["loss"], k),
             steps=c.num_steps,
             seconds=float(run.history.seconds()),
-            params=steps.num_params(state.params) // len(run.seeds),
+            params=costs.count(state.params) // len(run.seeds),
             curves=[{n: v if n == "step" else pick(v, k) for n, v in r.items()} for r in curves],
             aux_test_errors=pick(test_m["aux_errors"], k) if "aux_errors" in test_m else [],
             step_seconds=c.batch_size / statistics.median(rates) if rates else None,

@@ -31,6 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from cnn_cases import models
+from cnn_cases.analysis import costs
 
 TORCHVISION = {
     "alexnet_torchvision": "alexnet",
@@ -139,9 +140,7 @@ def to_flax(name: str, state_dict: Mapping[str, np.ndarray]) -> dict[str, Any]:
     if not supported(name):
         valid = ", ".join([*TORCHVISION, "resnetD", "plainD"])
         raise ValueError(f"no PyTorch counterpart for model {name!r} (valid: {valid})")
-    model = models.get_model(name)
-    x = jnp.zeros((1, *models.input_shape(name)), jnp.float32)
-    shapes = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), x, train=False))
+    shapes = costs.init_shapes(models.get_model(name), models.input_shape(name), train=False)
     source = "torchvision " + TORCHVISION[name] if name in TORCHVISION else "the PyTorch reference"
     needed = {}  # torch key -> (Flax path, torch shape, layout conversion); params first
     leaves = jax.tree_util.tree_leaves_with_path(shapes)
@@ -211,10 +210,8 @@ def load(path: str, name: str) -> dict[str, Any]:
 
 def _check_tree(name: str, variables: Mapping[str, Any], path: str) -> None:
     """A converted file must hold exactly `name`'s variables, shape for shape."""
-    model = models.get_model(name)
-    x = jnp.zeros((1, *models.input_shape(name)), jnp.float32)
     want = flax.traverse_util.flatten_dict(
-        jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), x, train=False))
+        costs.init_shapes(models.get_model(name), models.input_shape(name), train=False)
     )
     have = flax.traverse_util.flatten_dict(dict(variables))
     for key, leaf in want.items():

@@ -31,59 +31,19 @@ class ModelSpec:
     params_range: tuple[int, int] | None = None  # when no exact published count exists
 
 
-def _spec(factory: Callable[..., nn.Module], shape: tuple[int, int, int], **kw: Any) -> ModelSpec:
-    return ModelSpec(factory, shape, **kw)
-
-
 IMAGENET = (224, 224, 3)
 CIFAR = (32, 32, 3)
 TV = "torchvision"
 
-_ENTRIES: dict[str, ModelSpec] = {
-    "lenet5": _spec(
-        lenet.LeNet5, (32, 32, 1), published_params=61_706, source="modern LeNet-5, 6-16-120-84-10"
-    ),
-    "lenet5_1998": _spec(
-        lenet.LeNet5Paper, (32, 32, 1), published_params=60_000, source="LeCun et al. 1998"
-    ),
-    "alexnet": _spec(
-        alexnet.AlexNet,
-        (227, 227, 3),
-        published_params=60_965_224,
-        source="Krizhevsky et al. 2012 (two towers)",
-    ),
-    "alexnet_torchvision": _spec(
-        alexnet.AlexNetTorchvision,
-        IMAGENET,
-        published_params=61_100_840,
-        published_macs=714_000_000,
-        source=TV,
-    ),
+# Published parameters and multiply-adds (torchvision) of VGG by depth.
+_VGG = {
+    11: (132_863_336, 7_610_000_000),
+    13: (133_047_848, 11_310_000_000),
+    16: (138_357_544, 15_470_000_000),
+    19: (143_667_240, 19_630_000_000),
 }
 
-for _depth, _params, _macs in (
-    (11, 132_863_336, 7_610_000_000),
-    (13, 133_047_848, 11_310_000_000),
-    (16, 138_357_544, 15_470_000_000),
-    (19, 143_667_240, 19_630_000_000),
-):
-    _ENTRIES[f"vgg{_depth}"] = _spec(
-        functools.partial(vgg.VGG, stage_sizes=vgg.STAGES[_depth]),
-        IMAGENET,
-        published_params=_params,
-        published_macs=_macs,
-        source=TV,
-    )
-    _ENTRIES[f"vgg{_depth}_bn"] = _spec(
-        functools.partial(vgg.VGG, stage_sizes=vgg.STAGES[_depth], batch_norm=True),
-        IMAGENET,
-        published_params=_params
-        + 2 * sum(n * w for n, w in zip(vgg.STAGES[_depth], (64, 128, 256, 512, 512), strict=True)),
-        published_macs=_macs,
-        source=TV + " (BN adds 2 parameters per channel)",
-    )
-
-for _name, _factory, _params, _macs in (
+_RESNETS = (
     ("resnet18", resnet.ResNet18, 11_689_512, 1_814_000_000),
     ("resnet34", resnet.ResNet34, 21_797_672, 3_664_000_000),
     ("resnet50", resnet.ResNet50, 25_557_032, 4_089_000_000),
@@ -91,62 +51,114 @@ for _name, _factory, _params, _macs in (
     ("resnet152", resnet.ResNet152, 60_192_808, 11_514_000_000),
     ("plain18", resnet.Plain18, None, None),
     ("plain34", resnet.Plain34, None, None),
-):
-    _ENTRIES[_name] = _spec(
-        _factory,
-        IMAGENET,
-        published_params=_params,
-        published_macs=_macs,
-        source=TV if _params else "He et al. 2016",
-    )
+)
 
+# He et al. Table 6; it gives only "19.4M" for ResNet-1202 (and no plain-1202).
 _CIFAR_PARAMS = {
     20: 269_722,
     32: 464_154,
     44: 658_586,
     56: 853_018,
     110: 1_727_962,
-    1202: 19_400_000,
 }
-for _depth, _params in _CIFAR_PARAMS.items():
-    _exact = _depth != 1202  # He et al. Table 6 gives only "19.4M" for ResNet-1202.
-    for _residual in (True, False):
-        if _depth == 1202 and not _residual:
-            continue
-        _ENTRIES[f"{'resnet' if _residual else 'plain'}{_depth}"] = _spec(
-            functools.partial(resnet.cifar_resnet, _depth, residual=_residual),
+
+
+def _vgg_entries() -> dict[str, ModelSpec]:
+    entries = {}
+    for depth, (params, macs) in _VGG.items():
+        stages = vgg.STAGES[depth]
+        bn_params = 2 * sum(n * w for n, w in zip(stages, vgg.WIDTHS, strict=True))
+        entries[f"vgg{depth}"] = ModelSpec(
+            functools.partial(vgg.VGG, stage_sizes=stages),
+            IMAGENET,
+            published_params=params,
+            published_macs=macs,
+            source=TV,
+        )
+        entries[f"vgg{depth}_bn"] = ModelSpec(
+            functools.partial(vgg.VGG, stage_sizes=stages, batch_norm=True),
+            IMAGENET,
+            published_params=params + bn_params,
+            published_macs=macs,
+            source=TV + " (BN adds 2 parameters per channel)",
+        )
+    return entries
+
+
+def _cifar_resnet_entries() -> dict[str, ModelSpec]:
+    entries = {
+        f"{'resnet' if residual else 'plain'}{depth}": ModelSpec(
+            functools.partial(resnet.cifar_resnet, depth, residual=residual),
             CIFAR,
-            published_params=_params if _exact else None,
-            params_range=None if _exact else (19_300_000, 19_500_000),
+            published_params=params,
             source="He et al. 2016, Table 6 (option A)",
         )
+        for depth, params in _CIFAR_PARAMS.items()
+        for residual in (True, False)
+    }
+    entries["resnet1202"] = ModelSpec(
+        functools.partial(resnet.cifar_resnet, 1202, residual=True),
+        CIFAR,
+        params_range=(19_300_000, 19_500_000),
+        source="He et al. 2016, Table 6 (option A)",
+    )
+    return entries
 
-_ENTRIES["nin"] = _spec(nin.NiN, CIFAR, source="Lin et al. 2014, CIFAR-10")
-_ENTRIES["googlenet"] = _spec(
-    inception.GoogLeNet,
-    IMAGENET,
-    published_macs=1_500_000_000,
-    params_range=(6_000_000, 7_000_000),
-    source="Szegedy et al. 2015 (~6.8M, 1.5B mult-adds)",
-)
-_ENTRIES["inception_cifar"] = _spec(
-    inception.InceptionCifar, CIFAR, source="CIFAR-scale Inception, 1x1 bottlenecks"
-)
-_ENTRIES["inception_cifar_naive"] = _spec(
-    functools.partial(inception.InceptionCifar, bottleneck=False),
-    CIFAR,
-    source="CIFAR-scale Inception, naive modules (same widths)",
-)
-_ENTRIES["googlenet_cifar"] = _spec(
-    inception.GoogLeNetCifar, CIFAR, source="CIFAR-scale GoogLeNet with two auxiliary heads"
-)
+
+_ENTRIES: dict[str, ModelSpec] = {
+    "lenet5": ModelSpec(
+        lenet.LeNet5, (32, 32, 1), published_params=61_706, source="modern LeNet-5, 6-16-120-84-10"
+    ),
+    "lenet5_1998": ModelSpec(
+        lenet.LeNet5Paper, (32, 32, 1), published_params=60_000, source="LeCun et al. 1998"
+    ),
+    "alexnet": ModelSpec(
+        alexnet.AlexNet,
+        (227, 227, 3),
+        published_params=60_965_224,
+        source="Krizhevsky et al. 2012 (two towers)",
+    ),
+    "alexnet_torchvision": ModelSpec(
+        alexnet.AlexNetTorchvision,
+        IMAGENET,
+        published_params=61_100_840,
+        published_macs=714_000_000,
+        source=TV,
+    ),
+    **_vgg_entries(),
+    **{
+        name: ModelSpec(
+            factory,
+            IMAGENET,
+            published_params=params,
+            published_macs=macs,
+            source=TV if params else "He et al. 2016",
+        )
+        for name, factory, params, macs in _RESNETS
+    },
+    **_cifar_resnet_entries(),
+    "nin": ModelSpec(nin.NiN, CIFAR, source="Lin et al. 2014, CIFAR-10"),
+    "googlenet": ModelSpec(
+        inception.GoogLeNet,
+        IMAGENET,
+        published_macs=1_500_000_000,
+        params_range=(6_000_000, 7_000_000),
+        source="Szegedy et al. 2015 (~6.8M, 1.5B mult-adds)",
+    ),
+    "inception_cifar": ModelSpec(
+        inception.InceptionCifar, CIFAR, source="CIFAR-scale Inception, 1x1 bottlenecks"
+    ),
+    "inception_cifar_naive": ModelSpec(
+        functools.partial(inception.InceptionCifar, bottleneck=False),
+        CIFAR,
+        source="CIFAR-scale Inception, naive modules (same widths)",
+    ),
+    "googlenet_cifar": ModelSpec(
+        inception.GoogLeNetCifar, CIFAR, source="CIFAR-scale GoogLeNet with two auxiliary heads"
+    ),
+}
 
 MODELS: dict[str, ModelSpec] = dict(sorted(_ENTRIES.items()))
-
-
-def list_models() -> list[str]:
-    """Names accepted by `get_model`."""
-    return list(MODELS)
 
 
 _CIFAR_NAME = re.compile(r"(resnet|plain)(\d+)$")
@@ -159,7 +171,7 @@ def _lookup(name: str) -> ModelSpec:
     if match:  # CIFAR nets of any depth 6n+2 (the factory rejects other depths)
         residual, depth = match.group(1) == "resnet", int(match.group(2))
         resnet.cifar_depth_to_blocks(depth)
-        return _spec(
+        return ModelSpec(
             functools.partial(resnet.cifar_resnet, depth, residual=residual),
             CIFAR,
             source="He et al. 2016, section 4.2",

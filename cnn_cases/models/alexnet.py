@@ -1,11 +1,15 @@
 """AlexNet (Krizhevsky et al., 2012) and torchvision's single-tower variant.
 
 LeNet's pattern (CONV-POOL ... FC-FC-OUTPUT), much larger, with ReLU,
-overlapping 3x3/2 max pooling, local response normalisation and dropout.
+overlapping 3x3/2 max pooling, local response normalisation and dropout. One module
+builds both from a table of convolutions.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import functools
+from collections.abc import Sequence
 from typing import Any
 
 import flax.linen as nn
@@ -22,70 +26,84 @@ from cnn_cases.models.layers import (
 )
 
 
-class AlexNet(nn.Module):
-    """The 2012 paper: 96/256/384/384/256 filters, conv2/4/5 in two groups; 60,965,224 params.
+@dataclasses.dataclass(frozen=True)
+class ConvLayer:
+    """One k x k convolution and ReLU; then LRN and a 3x3/2 max pool where flagged.
 
-    Default input 227x227 (the paper's 224 does not divide); an adaptive average pool to 6x6
-    before the classifier (the identity at 227) lets 224x224 inputs work too.
+    `groups=2` is the paper's two towers: each half of the filters sees half the channels.
     """
 
+    features: int
+    kernel: int
+    stride: int = 1
+    padding: int = 0
+    groups: int = 1
+    lrn: bool = False
+    pool: bool = False
+
+
+# The 2012 paper: conv2, conv4 and conv5 split over the two GPUs; LRN after conv1 and conv2.
+PAPER: tuple[ConvLayer, ...] = (
+    ConvLayer(96, 11, stride=4, lrn=True, pool=True),
+    ConvLayer(256, 5, padding=2, groups=2, lrn=True, pool=True),
+    ConvLayer(384, 3, padding=1),
+    ConvLayer(384, 3, padding=1, groups=2),
+    ConvLayer(256, 3, padding=1, groups=2, pool=True),
+)
+
+# torchvision.models.alexnet: one tower, no LRN, conv1 padded by 2.
+TORCHVISION: tuple[ConvLayer, ...] = (
+    ConvLayer(64, 11, stride=4, padding=2, pool=True),
+    ConvLayer(192, 5, padding=2, pool=True),
+    ConvLayer(384, 3, padding=1),
+    ConvLayer(256, 3, padding=1),
+    ConvLayer(256, 3, padding=1, pool=True),
+)
+
+
+class AlexNet(nn.Module):
+    """Five convolutions from `layers`, an adaptive 6x6 average pool, FC-FC-OUTPUT.
+
+    Default: the 2012 paper, 96/256/384/384/256 filters, conv2/4/5 in two groups; 60,965,224
+    params. Default input 227x227 (the paper's 224 does not divide); the adaptive pool (the
+    identity at 227) lets 224x224 inputs work too. Layers are named conv1 ... conv5, lrn1,
+    lrn2, pool1, pool2, pool5, avgpool, fc6 ... fc8.
+    """
+
+    layers: Sequence[ConvLayer] = PAPER
     num_classes: int = 1000
     dropout: float = 0.5
     dtype: Any = jnp.float32
 
     min_input_size: int = 67
     kernels: str = "auto"  # convolution/BatchNorm implementation: auto, onednn, xla
+    model_name: str = "alexnet"  # in error messages
 
     @nn.compact
     def __call__(self, x: jax.Array, *, train: bool = False) -> jax.Array:
-        check_min_size(x, self.min_input_size, "alexnet")
-        conv_cls = conv_factory(self.kernels, dtype=self.dtype)
-        conv = lambda f, k, s=1, p=0, g=1, name=None: conv_cls(
-            f,
-            (k, k),
-            s,
-            padding=[(p, p), (p, p)],
-            feature_group_count=g,
-            name=name,
-        )
+        check_min_size(x, self.min_input_size, self.model_name)
+        conv = conv_factory(self.kernels, dtype=self.dtype)
         x = x.astype(self.dtype)
-        x = nn.relu(conv(96, 11, 4, name="conv1")(x))
-        x = Pool("max", 3, 2, name="pool1")(LocalResponseNorm(name="lrn1")(x))
-        x = nn.relu(conv(256, 5, p=2, g=2, name="conv2")(x))
-        x = Pool("max", 3, 2, name="pool2")(LocalResponseNorm(name="lrn2")(x))
-        x = nn.relu(conv(384, 3, p=1, name="conv3")(x))
-        x = nn.relu(conv(384, 3, p=1, g=2, name="conv4")(x))
-        x = nn.relu(conv(256, 3, p=1, g=2, name="conv5")(x))
-        x = Pool("max", 3, 2, name="pool5")(x)
+        for i, layer in enumerate(self.layers, start=1):
+            p = layer.padding
+            x = conv(
+                layer.features,
+                (layer.kernel, layer.kernel),
+                layer.stride,
+                padding=[(p, p), (p, p)],
+                feature_group_count=layer.groups,
+                name=f"conv{i}",
+            )(x)
+            x = nn.relu(x)
+            if layer.lrn:
+                x = LocalResponseNorm(name=f"lrn{i}")(x)
+            if layer.pool:
+                x = Pool("max", 3, 2, name=f"pool{i}")(x)
         x = AdaptiveAvgPool((6, 6), name="avgpool")(x)
         return classifier(x, self.num_classes, self.dropout, train, self.dtype)
 
 
-class AlexNetTorchvision(nn.Module):
-    """torchvision.models.alexnet: 64/192/384/256/256 filters, no groups, no LRN; 61,100,840."""
-
-    num_classes: int = 1000
-    dropout: float = 0.5
-    dtype: Any = jnp.float32
-
-    min_input_size: int = 63
-    kernels: str = "auto"  # convolution/BatchNorm implementation: auto, onednn, xla
-
-    @nn.compact
-    def __call__(self, x: jax.Array, *, train: bool = False) -> jax.Array:
-        check_min_size(x, self.min_input_size, "alexnet_torchvision")
-        conv_cls = conv_factory(self.kernels, dtype=self.dtype)
-        conv = lambda f, k, s=1, p=0, name=None: conv_cls(
-            f, (k, k), s, padding=[(p, p), (p, p)], name=name
-        )
-        x = x.astype(self.dtype)
-        x = nn.relu(conv(64, 11, 4, 2, name="conv1")(x))
-        x = Pool("max", 3, 2, name="pool1")(x)
-        x = nn.relu(conv(192, 5, p=2, name="conv2")(x))
-        x = Pool("max", 3, 2, name="pool2")(x)
-        x = nn.relu(conv(384, 3, p=1, name="conv3")(x))
-        x = nn.relu(conv(256, 3, p=1, name="conv4")(x))
-        x = nn.relu(conv(256, 3, p=1, name="conv5")(x))
-        x = Pool("max", 3, 2, name="pool5")(x)
-        x = AdaptiveAvgPool((6, 6), name="avgpool")(x)
-        return classifier(x, self.num_classes, self.dropout, train, self.dtype)
+# torchvision.models.alexnet: 64/192/384/256/256 filters, no groups, no LRN; 61,100,840.
+AlexNetTorchvision = functools.partial(
+    AlexNet, layers=TORCHVISION, min_input_size=63, model_name="alexnet_torchvision"
+)

@@ -196,6 +196,17 @@ class GoogLeNet(nn.Module):
     def _width(self, channels: int) -> int:
         return max(1, int(channels * self.width_multiplier + 0.5))
 
+    def _checked_names(self, x: jax.Array) -> list[list[str]]:
+        """`module_names()`, after one-line errors for a bad stem, aux_after or input size."""
+        if self.stem not in ("imagenet", "cifar"):
+            raise ValueError(f"stem {self.stem!r} is not valid (valid: 'imagenet', 'cifar')")
+        names = self.module_names()
+        missing = [n for n in self.aux_after if not any(n in s for s in names)]
+        if self.aux_logits and missing:
+            raise ValueError(f"aux_after names unknown modules {missing}; modules: {names}")
+        check_min_size(x, self.min_input_size, type(self).__name__)
+        return names
+
     @nn.compact
     def __call__(
         self, x: jax.Array, *, train: bool = False, with_aux: bool | None = None
@@ -205,13 +216,7 @@ class GoogLeNet(nn.Module):
         `with_aux=True` with `train=False` runs the heads in inference mode (no dropout, BN
         running averages) to measure how well intermediate layers already predict.
         """
-        if self.stem not in ("imagenet", "cifar"):
-            raise ValueError(f"stem {self.stem!r} is not valid (valid: 'imagenet', 'cifar')")
-        names = self.module_names()
-        missing = [n for n in self.aux_after if not any(n in s for s in names)]
-        if self.aux_logits and missing:
-            raise ValueError(f"aux_after names unknown modules {missing}; modules: {names}")
-        check_min_size(x, self.min_input_size, type(self).__name__)
+        names = self._checked_names(x)
         conv = conv_factory(self.kernels, dtype=self.dtype)
         norm = norm_factory(train, self.kernels, dtype=self.dtype) if self.batch_norm else None
         unit = functools.partial(conv_unit, conv=conv, norm=norm, act=nn.relu)
@@ -267,23 +272,6 @@ class GoogLeNet(nn.Module):
 CIFAR_STAGES: tuple[tuple[Widths, ...], ...] = (GOOGLENET_STAGES[0], GOOGLENET_STAGES[1][:3])
 
 
-class InceptionCifar(GoogLeNet):
-    """CIFAR Inception net for naive-vs-bottleneck runs: 3x3 stem, (3a)-(4c) at 1/4 width, BN.
-
-    `bottleneck=False` keeps the 1x1/3x3/5x5 widths and drops the reductions and pool
-    projections (Figure 2a). No auxiliary heads, no dropout. 121,962 parameters and 15.5M
-    multiply-adds per 32x32 image; naive: 1,052,170 and 93.9M (BN scale/bias included).
-    """
-
-    num_classes: int = 10
-    stages: Sequence[Sequence[Widths]] = CIFAR_STAGES
-    stem: str = "cifar"
-    width_multiplier: float = 0.25
-    batch_norm: bool = True
-    aux_logits: bool = False
-    dropout: float = 0.0
-
-
 class GoogLeNetCifar(GoogLeNet):
     """CIFAR GoogLeNet: all nine modules at 1/4 width (16x16, 8x8, 4x4), BN, auxiliary heads.
 
@@ -295,3 +283,16 @@ class GoogLeNetCifar(GoogLeNet):
     stem: str = "cifar"
     width_multiplier: float = 0.25
     batch_norm: bool = True
+
+
+class InceptionCifar(GoogLeNetCifar):
+    """CIFAR Inception net for naive-vs-bottleneck runs: 3x3 stem, (3a)-(4c) at 1/4 width, BN.
+
+    `bottleneck=False` keeps the 1x1/3x3/5x5 widths and drops the reductions and pool
+    projections (Figure 2a). No auxiliary heads, no dropout. 121,962 parameters and 15.5M
+    multiply-adds per 32x32 image; naive: 1,052,170 and 93.9M (BN scale/bias included).
+    """
+
+    stages: Sequence[Sequence[Widths]] = CIFAR_STAGES
+    aux_logits: bool = False
+    dropout: float = 0.0

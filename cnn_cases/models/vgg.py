@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Sequence
 from typing import Any
 
@@ -19,7 +18,9 @@ from cnn_cases.models.layers import (
     norm_factory,
 )
 
-# Convs per stage; stage widths are 64, 128, 256, 512, 512.
+WIDTHS: tuple[int, ...] = (64, 128, 256, 512, 512)
+
+# Convs per stage, by depth.
 STAGES: dict[int, tuple[int, ...]] = {
     11: (1, 1, 2, 2, 2),
     13: (2, 2, 2, 2, 2),
@@ -32,7 +33,7 @@ class VGG(nn.Module):
     """VGG-11/13/16/19, optionally with BatchNorm; adaptive 7x7 pool before the classifier."""
 
     stage_sizes: Sequence[int]
-    widths: Sequence[int] = (64, 128, 256, 512, 512)
+    widths: Sequence[int] = WIDTHS
     batch_norm: bool = False
     num_classes: int = 1000
     dropout: float = 0.5
@@ -57,9 +58,3 @@ class VGG(nn.Module):
             x = Pool("max", 2, 2, name=f"pool{i + 1}")(x)
         x = AdaptiveAvgPool((7, 7), name="avgpool")(x)
         return classifier(x, self.num_classes, self.dropout, train, self.dtype)
-
-
-VGG11 = functools.partial(VGG, stage_sizes=STAGES[11])
-VGG13 = functools.partial(VGG, stage_sizes=STAGES[13])
-VGG16 = functools.partial(VGG, stage_sizes=STAGES[16])
-VGG19 = functools.partial(VGG, stage_sizes=STAGES[19])

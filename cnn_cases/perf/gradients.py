@@ -27,8 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from cnn_cases.engine import defaults
-from cnn_cases.engine import train as train_lib
+from cnn_cases.engine import defaults, steps
 from cnn_cases.interop import pytorch
 from cnn_cases.perf.workload import Workload
 
@@ -44,7 +43,7 @@ def gradients(workload: Workload) -> dict[str, np.ndarray]:
         raise ValueError("a float64 gradient needs JAX_ENABLE_X64=1 when the process starts")
     config = workload.config()
     model = defaults.create_model(config, workload.num_classes)
-    state = train_lib.create_train_state(model, config, workload.input_shape)
+    state = steps.create_train_state(model, config, workload.input_shape)
     params, stats = jax.tree.map(lambda a: jnp.asarray(a, dtype), (state.params, state.batch_stats))
     images, labels = workload.random_batch(np.random.default_rng(workload.seed))
     x, y = jnp.asarray(images, dtype), jnp.asarray(labels, jnp.int32)
@@ -104,13 +103,10 @@ def torch_gradient_error(workload: Workload) -> dict[str, Any]:
     """`compare` of PyTorch's f32 gradient of the CIFAR net against its float64 one."""
     torch = pytorch.import_torch()
     torch.manual_seed(workload.seed)
-    net = pytorch.cifar_net(
-        workload.model, width=workload.width, num_classes=workload.num_classes
-    )
+    net = pytorch.cifar_net(workload.model, width=workload.width, num_classes=workload.num_classes)
     images, labels = workload.random_batch(np.random.default_rng(workload.seed))
     f32, f64 = (
-        pytorch.gradients(net, images, labels, dtype)
-        for dtype in (torch.float32, torch.float64)
+        pytorch.gradients(net, images, labels, dtype) for dtype in (torch.float32, torch.float64)
     )
     return compare(f32, f64)
 
@@ -131,19 +127,19 @@ def measure(workload: Workload, *, vs_torch: bool = False) -> dict[str, Any]:
     return result
 
 
+def _error_text(error: float, worst: float, worst_tensor: str | None = None) -> str:
+    where = "" if worst_tensor is None else f"{worst_tensor}: "
+    return f"relative error {error:.2e} (worst tensor {where}{worst:.2e})"
+
+
 def format_report(r: dict[str, Any]) -> str:
     """`measure`'s dict in a sentence (two with PyTorch's)."""
-    text = (
-        f"{r['model']}, batch {r['batch_size']}, XLA_FLAGS={r['xla_flags']!r}: f32 "
-        f"gradient vs float64, relative error {r['relative_error']:.2e} (worst tensor "
-        f"{r['worst_tensor']}: {r['worst_tensor_relative_error']:.2e})"
-    )
+    own = _error_text(r["relative_error"], r["worst_tensor_relative_error"], r["worst_tensor"])
+    text = f"{r['model']}, batch {r['batch_size']}, XLA_FLAGS={r['xla_flags']!r}: f32 gradient "
+    text += f"vs float64, {own}"
     if "torch_relative_error" in r:
-        text += (
-            f"\n  PyTorch's own f32 gradient vs its float64 one: relative error "
-            f"{r['torch_relative_error']:.2e} (worst tensor "
-            f"{r['torch_worst_tensor_relative_error']:.2e})"
-        )
+        torch_r = _error_text(r["torch_relative_error"], r["torch_worst_tensor_relative_error"])
+        text += f"\n  PyTorch's own f32 gradient vs its float64 one: {torch_r}"
     return text
 
 

@@ -1,8 +1,8 @@
 """Several seeds as one vmapped train step, against the same seeds' steps one after another.
 
-`benchmark` builds the seeds' train states as `train.train_seeds` does (`create_seed_states`:
+`benchmark` builds the seeds' train states as `train.train` does (`create_seed_states`:
 each seed initialised as a run of its own) and times, alternating repetition by repetition so
-that both see the same machine load: one jitted `jax.vmap` of `train.train_step` over the
+that both see the same machine load: one jitted `jax.vmap` of `steps.train_step` over the
 stacked states, and the jitted one-seed step called once per seed. Inputs are random normal
 batches, one per seed. Medians after warm-up; the ratio is the speed-up of the vmapped step.
 Both ran the same steps on the same batches, so each seed's parameters must agree at the end
@@ -19,8 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from cnn_cases.engine import defaults
-from cnn_cases.engine import train as train_lib
+from cnn_cases.engine import defaults, steps
 from cnn_cases.kernels import onednn
 from cnn_cases.perf.timing import time_calls
 from cnn_cases.perf.workload import Workload
@@ -36,15 +35,15 @@ def benchmark(
     config = workload.config()
     config.seeds = seeds
     model = defaults.create_model(config, workload.num_classes)
-    stacked = train_lib.create_seed_states(model, config, workload.input_shape)
-    singles = [train_lib.unstack(stacked, k) for k in range(seeds)]
+    stacked = steps.create_seed_states(model, config, workload.input_shape)
+    singles = [steps.unstack(stacked, k) for k in range(seeds)]
     rng = np.random.default_rng(workload.seed)
     batches = [workload.random_batch(rng) for _ in range(seeds)]
     images = jnp.asarray(np.stack([b[0] for b in batches]), jnp.float32)
     labels = jnp.asarray(np.stack([b[1] for b in batches]), jnp.int32)
-    keys = jnp.stack([jax.random.PRNGKey(s) for s in train_lib.seed_list(config)])
+    keys = jnp.stack([jax.random.PRNGKey(s) for s in steps.seed_list(config)])
 
-    step = functools.partial(train_lib.train_step, aux_loss_weight=config.aux_loss_weight)
+    step = functools.partial(steps.train_step, aux_loss_weight=config.aux_loss_weight)
 
     compile_s = {}
     start = time.perf_counter()

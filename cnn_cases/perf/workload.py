@@ -1,7 +1,7 @@
 """What a measurement runs: a registry model's train step at one batch size and precision.
 
 `Workload` names the model and how it computes; `JaxTrainStep` is its jitted
-`cnn_cases.engine.train.train_step` on a real `TrainState` (SGD momentum + weight decay), fed a few
+`cnn_cases.engine.steps.train_step` on a real `TrainState` (SGD momentum + weight decay), fed a few
 random normal batches.
 """
 
@@ -18,8 +18,8 @@ import ml_collections
 import numpy as np
 
 from cnn_cases import models
-from cnn_cases.engine import defaults
-from cnn_cases.engine import train as train_lib
+from cnn_cases.analysis import costs
+from cnn_cases.engine import defaults, steps
 
 
 @dataclasses.dataclass(frozen=True)
@@ -81,14 +81,14 @@ class JaxTrainStep:
     def __init__(self, workload: Workload):
         config = workload.config()
         self.model = defaults.create_model(config, workload.num_classes)
-        self.state = train_lib.create_train_state(self.model, config, workload.input_shape)
+        self.state = steps.create_train_state(self.model, config, workload.input_shape)
         rng = np.random.default_rng(workload.seed)
         self.batches = []
         for _ in range(3):
             images, labels = workload.random_batch(rng)
             self.batches.append((jnp.asarray(images, jnp.float32), jnp.asarray(labels, jnp.int32)))
         step = functools.partial(
-            train_lib.train_step,
+            steps.train_step,
             dropout_key=jax.random.PRNGKey(workload.seed + 1),
             aux_loss_weight=config.aux_loss_weight,
         )
@@ -96,7 +96,7 @@ class JaxTrainStep:
         jitted = jax.jit(step, donate_argnums=0)
         self._step = jitted.lower(self.state, *self.batches[0]).compile()
         self.compile_s = time.perf_counter() - start
-        self.params = int(sum(x.size for x in jax.tree_util.tree_leaves(self.state.params)))
+        self.params = costs.count(self.state.params)
         self._steps_done = 0
 
     def step(self) -> Any:
