@@ -12,7 +12,7 @@ import pytest
 from cnn_cases import models
 from cnn_cases.analysis import probes
 from cnn_cases.engine import launch
-from cnn_cases.studies import resnet_depth, why_resnets
+from cnn_cases.studies import resnet_depth, template, why_resnets
 from experiments import resnet_depth as resnet_depth_configs
 from experiments import why_resnets as why_resnets_configs
 
@@ -73,7 +73,7 @@ def test_smoke_run_and_reuse_of_a_workdir(tmp_path):
     )
     study = why_resnets.STUDY
     second = str(tmp_path / "second")
-    runs = study.train(config, study.variants(config), second, stop_after=None)
+    runs = study.train(template.Job(config, study.variants(config), second))
     assert not os.path.exists(tmp_path / "second" / "nets")
     assert set(runs) == {"plain8", "resnet8"}
     assert study.run(config, second)["identity"] == results["identity"]

@@ -14,11 +14,10 @@ from typing import Any
 import ml_collections
 
 from cnn_cases.analysis import costs
-from cnn_cases.engine.rundir import RunResult
 from cnn_cases.report import figures, tables
 from cnn_cases.studies import results as results_lib
 from cnn_cases.studies import template, variants
-from cnn_cases.studies.results import Curves, Results
+from cnn_cases.studies.results import Results
 
 WITHOUT_MODES = ("no_heads", "zero_weight")
 
@@ -64,39 +63,25 @@ class GoogLeNetAux(template.Study):
             without.aux_loss_weight = 0.0
         return {"with_aux": with_aux, "without_aux": without}
 
-    def row(
-        self,
-        config: ml_collections.ConfigDict,
-        name: str,
-        variant: ml_collections.ConfigDict,
-        runs: Sequence[RunResult],
-    ) -> dict[str, Any]:
-        model = template.create_model(config, variant)
-        row = results_lib.base_row(runs)
+    def row(self, variant: template.Trained) -> dict[str, Any]:
+        model = template.create_model(variant.study, variant.config)
+        row = results_lib.base_row(variant.runs)
         return {
             **row,
             "gap": row["test_error"] - row["train_error"],
-            "aux_test_errors": results_lib.aux_test_errors(runs),
-            "aux_loss_weight": variant.aux_loss_weight,
+            "aux_test_errors": results_lib.aux_test_errors(variant.runs),
+            "aux_loss_weight": variant.config.aux_loss_weight,
             "inference_params": costs.count_params(
-                model, template.image_shape(config), train=False
+                model, template.image_shape(variant.study), train=False
             ),
         }
 
     def title_extra(self, config: ml_collections.ConfigDict) -> str:
         return f", width x{config.width_multiplier:g}"
 
-    def figure(
-        self,
-        config: ml_collections.ConfigDict,
-        results: Results,
-        curves: Curves,
-        path: str,
-        *,
-        title: str = "",
-    ) -> None:
-        after = config.model_kwargs.get("aux_after", ("4a", "4d"))
-        figures.googlenet_aux(curves, path, aux_after=after, title=title)
+    def figure(self, figure: template.Figure) -> None:
+        after = figure.config.model_kwargs.get("aux_after", ("4a", "4d"))
+        figures.googlenet_aux(figure.curves, figure.path, aux_after=after, title=figure.title)
 
     def summary(self, results: Results, workdir: str) -> str:
         """Each head's accuracy along the run with heads, then the table of both runs."""

@@ -12,18 +12,17 @@ inception_bottleneck.png. Configs: `experiments/inception_bottleneck.py`.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import ml_collections
 
 from cnn_cases.analysis import costs, lecture
-from cnn_cases.engine.rundir import RunResult
 from cnn_cases.models import inception
 from cnn_cases.report import figures, tables
 from cnn_cases.studies import results as results_lib
 from cnn_cases.studies import template, variants
-from cnn_cases.studies.results import Curves, Results
+from cnn_cases.studies.results import Results
 
 VARIANTS = ("naive", "bottleneck")
 EQUAL_MACS_VARIANT = "bottleneck_equal_macs"
@@ -115,26 +114,18 @@ class InceptionBottleneck(template.Study):
             widths[EQUAL_MACS_VARIANT] = equal_macs_width(config)
         return {v: _net(config, v != "naive", width) for v, width in widths.items()}
 
-    def introduce(
-        self, config: ml_collections.ConfigDict, configs: template.Configs
-    ) -> Iterable[str]:
+    def introduce(self, job: template.Job) -> Iterable[str]:
         yield arithmetic_text(module_arithmetic())
-        for v, c in configs.items():
-            cost = variant_cost(config, c)
+        for v, c in job.configs.items():
+            cost = variant_cost(job.config, c)
             yield f"{v}: {cost.params:,} parameters, {cost.macs:,} multiply-adds per image"
 
-    def row(
-        self,
-        config: ml_collections.ConfigDict,
-        name: str,
-        variant: ml_collections.ConfigDict,
-        runs: Sequence[RunResult],
-    ) -> dict[str, Any]:
+    def row(self, variant: template.Trained) -> dict[str, Any]:
         return {
-            "width_multiplier": variant.model_kwargs.width_multiplier,
-            "macs": variant_cost(config, variant).macs,
-            "step_seconds": runs[0].step_seconds,
-            **results_lib.base_row(runs),
+            "width_multiplier": variant.config.model_kwargs.width_multiplier,
+            "macs": variant_cost(variant.study, variant.config).macs,
+            "step_seconds": variant.runs[0].step_seconds,
+            **results_lib.base_row(variant.runs),
         }
 
     def extra_files(self, config: ml_collections.ConfigDict) -> Mapping[str, Any]:
@@ -143,16 +134,8 @@ class InceptionBottleneck(template.Study):
     def title_extra(self, config: ml_collections.ConfigDict) -> str:
         return f", width x{config.width_multiplier:g}"
 
-    def figure(
-        self,
-        config: ml_collections.ConfigDict,
-        results: Results,
-        curves: Curves,
-        path: str,
-        *,
-        title: str = "",
-    ) -> None:
-        figures.inception_bottleneck(results, curves, path, title=title)
+    def figure(self, figure: template.Figure) -> None:
+        figures.inception_bottleneck(figure.results, figure.curves, figure.path, title=figure.title)
 
     def summary(self, results: Results, workdir: str) -> str:
         """The table, how many times cheaper the bottleneck net is, and the test error

@@ -8,17 +8,15 @@ lenet5.png. Configs: `experiments/lenet5.py`.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from typing import Any
 
 import ml_collections
 
 from cnn_cases.analysis import costs
-from cnn_cases.engine.rundir import RunResult
 from cnn_cases.report import figures
 from cnn_cases.studies import results as results_lib
 from cnn_cases.studies import template, variants
-from cnn_cases.studies.results import Curves, Results
 
 VARIANTS: dict[str, dict[str, str]] = {
     "classic": {"activation": "tanh", "pool": "avg"},
@@ -50,32 +48,16 @@ class LeNet5(template.Study):
         """classic and modern: LeNet-5 with the activation and pooling of each."""
         return {v: variants.variant_config(config, "lenet5", **kw) for v, kw in VARIANTS.items()}
 
-    def introduce(
-        self, config: ml_collections.ConfigDict, configs: template.Configs
-    ) -> Iterable[str]:
+    def introduce(self, job: template.Job) -> Iterable[str]:
         yield "LeNet-5 (28x28 digits are zero-padded to 32x32 inside the model; both variants have"
         yield "the same shapes; pooling has no parameters):"
-        yield shape_table(config)
+        yield shape_table(job.config)
 
-    def row(
-        self,
-        config: ml_collections.ConfigDict,
-        name: str,
-        variant: ml_collections.ConfigDict,
-        runs: Sequence[RunResult],
-    ) -> dict[str, Any]:
-        return {**VARIANTS[name], **results_lib.base_row(runs)}
+    def row(self, variant: template.Trained) -> dict[str, Any]:
+        return {**VARIANTS[variant.name], **results_lib.base_row(variant.runs)}
 
-    def figure(
-        self,
-        config: ml_collections.ConfigDict,
-        results: Results,
-        curves: Curves,
-        path: str,
-        *,
-        title: str = "",
-    ) -> None:
-        figures.lenet5(curves, path, title=title)
+    def figure(self, figure: template.Figure) -> None:
+        figures.lenet5(figure.curves, figure.path, title=figure.title)
 
 
 STUDY = LeNet5()

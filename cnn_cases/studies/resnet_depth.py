@@ -9,17 +9,15 @@ depth (an optimisation problem, not overfitting); a ResNet's does not. Configs:
 from __future__ import annotations
 
 import statistics
-from collections.abc import Sequence
 from typing import Any
 
 import ml_collections
 
-from cnn_cases.engine.rundir import RunResult
 from cnn_cases.models import resnet
 from cnn_cases.report import figures
 from cnn_cases.studies import results as results_lib
 from cnn_cases.studies import template, variants
-from cnn_cases.studies.results import Curves, Results
+from cnn_cases.studies.results import Results
 
 
 def net_names(depths: Any) -> list[str]:
@@ -88,32 +86,18 @@ class ResnetDepth(template.Study):
         self.validate(config)
         return {n: variants.cifar_net_config(config, n) for n in net_names(config.depths)}
 
-    def row(
-        self,
-        config: ml_collections.ConfigDict,
-        name: str,
-        variant: ml_collections.ConfigDict,
-        runs: Sequence[RunResult],
-    ) -> dict[str, Any]:
+    def row(self, variant: template.Trained) -> dict[str, Any]:
         return {
-            "depth": variants.cifar_depth(name),
-            "residual": name.startswith("resnet"),
-            **results_lib.base_row(runs),
+            "depth": variants.cifar_depth(variant.name),
+            "residual": variant.name.startswith("resnet"),
+            **results_lib.base_row(variant.runs),
         }
 
     def title_extra(self, config: ml_collections.ConfigDict) -> str:
         return f", width {config.width}"
 
-    def figure(
-        self,
-        config: ml_collections.ConfigDict,
-        results: Results,
-        curves: Curves,
-        path: str,
-        *,
-        title: str = "",
-    ) -> None:
-        figures.resnet_depth(results, curves, path, title=title)
+    def figure(self, figure: template.Figure) -> None:
+        figures.resnet_depth(figure.results, figure.curves, figure.path, title=figure.title)
 
     def summary(self, results: Results, workdir: str) -> str:
         """The final table and the verdict."""

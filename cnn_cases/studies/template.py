@@ -14,6 +14,7 @@ is the template. Its configs live in the launcher file `experiments/<name>.py`.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
@@ -23,10 +24,16 @@ import jax
 import ml_collections
 from absl import logging
 
-from cnn_cases.engine import defaults, rundir, train
+from cnn_cases.engine import defaults, loading, rundir, train
+from cnn_cases.engine.loading import load_variables as load_variables
+from cnn_cases.engine.loading import normalised_examples as normalised_examples
+from cnn_cases.engine.loading import stored_results as stored_results
 from cnn_cases.engine.rundir import RunResult
 from cnn_cases.studies import results as results_lib
 from cnn_cases.studies.results import Curves, Results
+
+# A study reads finished runs through the engine: `load_variables`, `normalised_examples` and
+# `stored_results` above are the engine's, for the studies.
 
 Configs = dict[str, ml_collections.ConfigDict]
 Runs = dict[str, list[RunResult]]
@@ -45,14 +52,14 @@ def net_dir(workdir: str, name: str) -> str:
 
 def image_shape(config: ml_collections.ConfigDict) -> tuple[int, int, int]:
     """(H, W, C) of the study's training images, as its runs see them."""
-    return train.load_data(config, with_mean=False).image_shape
+    return loading.load_data(config, with_mean=False).image_shape
 
 
 def create_model(
     config: ml_collections.ConfigDict, variant: ml_collections.ConfigDict
 ) -> nn.Module:
     """The model of `variant` with the number of classes of the study's dataset."""
-    return defaults.create_model(variant, train.load_data(config, with_mean=False).num_classes)
+    return defaults.create_model(variant, loading.load_data(config, with_mean=False).num_classes)
 
 
 def run_variants(configs: Configs, workdir: str, *, stop_after: int | None = None) -> Runs | None:
@@ -68,6 +75,17 @@ def run_variants(configs: Configs, workdir: str, *, stop_after: int | None = Non
     return runs
 
 
+def train_net(
+    config: ml_collections.ConfigDict,
+    workdir: str,
+    *,
+    stop_after: int | None = None,
+    init_variables: Mapping[str, Any] | None = None,
+) -> list[RunResult] | None:
+    """One net trained by the engine in its own `workdir` (`cnn_cases.engine.train.train`)."""
+    return train.train(config, workdir, stop_after=stop_after, init_variables=init_variables)
+
+
 def read_curves(workdir: str, name: str) -> list[dict[str, float]]:
     """The evaluation curve of a finished variant (means and stds over its seeds)."""
     stored = rundir.read_results(net_dir(workdir, name))
@@ -76,11 +94,43 @@ def read_curves(workdir: str, name: str) -> list[dict[str, float]]:
     return results_lib.seed_curves(stored)
 
 
+@dataclasses.dataclass(frozen=True)
+class Job:
+    """One call of a study's run: its config, variants, workdir and `stop_after`."""
+
+    config: ml_collections.ConfigDict
+    configs: Configs
+    workdir: str
+    stop_after: int | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Trained:
+    """A finished variant: the study's config, the variant's name and training config, and
+    its seeds' results."""
+
+    study: ml_collections.ConfigDict
+    name: str
+    config: ml_collections.ConfigDict
+    runs: Sequence[RunResult]
+
+
+@dataclasses.dataclass(frozen=True)
+class Figure:
+    """What a study's figure is drawn from, and where it goes."""
+
+    config: ml_collections.ConfigDict
+    results: Results
+    curves: Curves
+    path: str
+    title: str
+
+
 class Study:
     """A study: variants trained by the engine, a row each, a table and a figure.
 
     Subclasses set `name` and `columns` (the table's own columns, before `RUN_COLUMNS`) and
-    define `variants`; the other methods have defaults.
+    define `variants` and `figure`; the other methods have defaults.
     """
 
     name: str = ""
@@ -93,34 +143,20 @@ class Study:
         """The training config of every variant, by name."""
         raise NotImplementedError
 
-    def introduce(self, config: ml_collections.ConfigDict, configs: Configs) -> Iterable[str]:
+    def introduce(self, job: Job) -> Iterable[str]:
         """Lines said before training (shape tables, arithmetic)."""
         return ()
 
-    def row(
-        self,
-        config: ml_collections.ConfigDict,
-        name: str,
-        variant: ml_collections.ConfigDict,
-        runs: Sequence[RunResult],
-    ) -> dict[str, Any]:
-        """The results row of a finished variant (its seeds' `runs`)."""
-        return results_lib.base_row(runs)
+    def row(self, variant: Trained) -> dict[str, Any]:
+        """The results row of a finished variant."""
+        return results_lib.base_row(variant.runs)
 
     def title_extra(self, config: ml_collections.ConfigDict) -> str:
         """What the figure title adds after the dataset (a width, say)."""
         return ""
 
-    def figure(
-        self,
-        config: ml_collections.ConfigDict,
-        results: Results,
-        curves: Curves,
-        path: str,
-        *,
-        title: str,
-    ) -> None:
-        """Draws the study's figure (from `cnn_cases.report.figures`) into `path`."""
+    def figure(self, figure: Figure) -> None:
+        """Draws the study's figure (from `cnn_cases.report.figures`) into `figure.path`."""
         raise NotImplementedError
 
     def extra_files(self, config: ml_collections.ConfigDict) -> Mapping[str, Any]:
@@ -143,51 +179,35 @@ class Study:
         `stop_after` stopped it; rerunning resumes)."""
         self.validate(config)
         rundir.check_workdir(workdir)
-        configs = self.variants(config)
-        for line in self.introduce(config, configs):
+        job = Job(config, self.variants(config), workdir, stop_after)
+        for line in self.introduce(job):
             say(config, line)
-        runs = self.train(config, configs, workdir, stop_after=stop_after)
-        if runs is None:
-            return None
-        collected = self.collect(config, configs, workdir, runs, stop_after=stop_after)
+        runs = self.train(job)
+        collected = None if runs is None else self.collect(job, runs)
         if collected is None:
             return None
         results, curves = collected
-        self.write(config, workdir, results, curves)
+        self.write(job, results, curves)
         return results
 
-    def train(
-        self,
-        config: ml_collections.ConfigDict,
-        configs: Configs,
-        workdir: str,
-        *,
-        stop_after: int | None,
-    ) -> Runs | None:
-        return run_variants(configs, workdir, stop_after=stop_after)
+    def train(self, job: Job) -> Runs | None:
+        """Every variant's results (None if `stop_after` stopped the training)."""
+        return run_variants(job.configs, job.workdir, stop_after=job.stop_after)
 
-    def collect(
-        self,
-        config: ml_collections.ConfigDict,
-        configs: Configs,
-        workdir: str,
-        runs: Runs,
-        *,
-        stop_after: int | None,
-    ) -> tuple[Results, Curves] | None:
+    def collect(self, job: Job, runs: Runs) -> tuple[Results, Curves] | None:
         """The results rows and curves of the trained variants."""
-        results = {n: self.row(config, n, configs[n], rs) for n, rs in runs.items()}
+        trained = [Trained(job.config, n, job.configs[n], rs) for n, rs in runs.items()]
+        results = {t.name: self.row(t) for t in trained}
         return results, {n: results_lib.seed_curves(rs) for n, rs in runs.items()}
 
-    def write(
-        self, config: ml_collections.ConfigDict, workdir: str, results: Results, curves: Curves
-    ) -> None:
+    def write(self, job: Job, results: Results, curves: Curves) -> None:
         """results.json, the extra files, curves.csv and the figure; process 0 only."""
         if jax.process_index() != 0:
             return
-        for file_name, obj in self.extra_files(config).items():
-            rundir.write_json(os.path.join(workdir, file_name), obj)
-        rundir.write_json(os.path.join(workdir, "results.json"), results)
-        results_lib.write_curves_csv(os.path.join(workdir, "curves.csv"), curves)
-        title = results_lib.title(config, self.title_extra(config))
-        self.figure(config, results, curves, os.path.join(workdir, f"{self.name}.png"), title=title)
+        for file_name, obj in self.extra_files(job.config).items():
+            rundir.write_json(os.path.join(job.workdir, file_name), obj)
+        rundir.write_json(os.path.join(job.workdir, "results.json"), results)
+        results_lib.write_curves_csv(os.path.join(job.workdir, "curves.csv"), curves)
+        title = results_lib.title(job.config, self.title_extra(job.config))
+        path = os.path.join(job.workdir, f"{self.name}.png")
+        self.figure(Figure(job.config, results, curves, path, title))

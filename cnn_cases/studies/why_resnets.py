@@ -28,7 +28,6 @@ import ml_collections
 import numpy as np
 
 from cnn_cases.analysis import probes
-from cnn_cases.engine import train
 from cnn_cases.models import resnet
 from cnn_cases.report import figures, tables
 from cnn_cases.studies import results as results_lib
@@ -100,6 +99,42 @@ def gradients(
     return out
 
 
+def _continue(
+    job: template.Job,
+    kind: str,
+    ident: dict[str, Any],
+    variables: dict[str, Any],
+    results: dict[str, Any],
+    curves: dict[str, list[dict[str, float]]],
+    num_images: int,
+) -> bool:
+    """The identity's row of one kind, and its deepened and shallow nets trained on for
+    `more_steps` (False if `stop_after` stopped them)."""
+    config = job.config
+    deep_name = f"{kind}{config.depth}_deepened"  # to depth `deep_depth`
+    results["identity"][deep_name] = {k: v for k, v in ident.items() if k != "deep_variables"}
+    template.say(
+        config,
+        f"{kind}{config.depth} -> {kind}{deep_depth(config)}: max |logit difference| "
+        f"{ident['max_logit_difference']:.3g}, test error "
+        f"{100 * ident['shallow_test_error']:.2f}% -> {100 * ident['deep_test_error']:.2f}% on "
+        f"{num_images} test images",
+    )
+    shallow = f"{kind}{config.depth}"
+    for name, net, init in (
+        (deep_name, f"{kind}{deep_depth(config)}", ident["deep_variables"]),
+        (shallow, shallow, variables[shallow]),
+    ):
+        c = continued_config(config, net)
+        run_dir = os.path.join(job.workdir, "continued", name)
+        cont = template.train_net(c, run_dir, stop_after=job.stop_after, init_variables=init)
+        if cont is None:
+            return False
+        results["continued"][name] = results_lib.base_row(cont)
+        curves[f"{name} continued"] = cont[0].curves
+    return True
+
+
 class WhyResnets(template.Study):
     name = "why_resnets"
 
@@ -123,67 +158,30 @@ class WhyResnets(template.Study):
         names = [f"{kind}{d}" for kind in ("plain", "resnet") for d in depths]
         return {name: variants.cifar_net_config(config, name) for name in names}
 
-    def _source(self, config: ml_collections.ConfigDict, workdir: str) -> str:
-        return config.from_workdir or workdir
-
-    def train(
-        self,
-        config: ml_collections.ConfigDict,
-        configs: template.Configs,
-        workdir: str,
-        *,
-        stop_after: int | None,
-    ) -> template.Runs | None:
+    def train(self, job: template.Job) -> template.Runs | None:
         """Trains the nets, or reads them from `from_workdir` (the same recipe, or one line)."""
-        if not config.from_workdir:
-            return template.run_variants(configs, workdir, stop_after=stop_after)
+        if not job.config.from_workdir:
+            return super().train(job)
         runs = {}
-        for name, c in configs.items():
-            net = template.net_dir(config.from_workdir, name)
-            if (stored := train.stored_results(c, net)) is None:
+        for name, c in job.configs.items():
+            net = template.net_dir(job.config.from_workdir, name)
+            if (stored := template.stored_results(c, net)) is None:
                 raise ValueError(f"{net!r} holds no finished {name}; run resnet_depth first")
             runs[name] = stored
         return runs
 
-    def collect(
-        self,
-        config: ml_collections.ConfigDict,
-        configs: template.Configs,
-        workdir: str,
-        runs: template.Runs,
-        *,
-        stop_after: int | None,
-    ) -> tuple[Results, Curves] | None:
+    def collect(self, job: template.Job, runs: template.Runs) -> tuple[Results, Curves] | None:
         """The three probes on the trained nets (the identity's deepened nets trained on)."""
-        source = self._source(config, workdir)
-        variables = {n: train.load_variables(template.net_dir(source, n)) for n in configs}
-        images, labels = train.normalised_examples(config, "test", config.probe_examples)
-        ident = identity(config, variables, images, labels)
+        config = job.config
+        source = config.from_workdir or job.workdir
+        variables = {n: template.load_variables(template.net_dir(source, n)) for n in job.configs}
+        images, labels = template.normalised_examples(config, "test", config.probe_examples)
         results: dict[str, Any] = {"identity": {}, "continued": {}}
         curves: dict[str, list[dict[str, float]]] = {}
+        ident = identity(config, variables, images, labels)
         for kind in ("plain", "resnet"):
-            r = ident[kind]
-            deep_name = f"{kind}{config.depth}_deepened"  # to depth `deep_depth`
-            results["identity"][deep_name] = {k: v for k, v in r.items() if k != "deep_variables"}
-            template.say(
-                config,
-                f"{kind}{config.depth} -> {kind}{deep_depth(config)}: max |logit difference| "
-                f"{r['max_logit_difference']:.3g}, test error "
-                f"{100 * r['shallow_test_error']:.2f}% -> {100 * r['deep_test_error']:.2f}% on "
-                f"{len(labels)} test images",
-            )
-            shallow = f"{kind}{config.depth}"
-            for name, net, init in (
-                (deep_name, f"{kind}{deep_depth(config)}", r["deep_variables"]),
-                (shallow, shallow, variables[shallow]),
-            ):
-                c = continued_config(config, net)
-                run_dir = os.path.join(workdir, "continued", name)
-                cont = train.train(c, run_dir, stop_after=stop_after, init_variables=init)
-                if cont is None:
-                    return None
-                results["continued"][name] = results_lib.base_row(cont)
-                curves[f"{name} continued"] = cont[0].curves
+            if not _continue(job, kind, ident[kind], variables, results, curves, len(labels)):
+                return None
         results["responses"] = {
             name: [s for _, s in probes.layer_responses(_model(config, name), v, images)]
             for name, v in variables.items()
@@ -195,17 +193,9 @@ class WhyResnets(template.Study):
     def title_extra(self, config: ml_collections.ConfigDict) -> str:
         return f", width {config.width}"
 
-    def figure(
-        self,
-        config: ml_collections.ConfigDict,
-        results: Results,
-        curves: Curves,
-        path: str,
-        *,
-        title: str = "",
-    ) -> None:
+    def figure(self, figure: template.Figure) -> None:
         """Continued training; Figure 7 by layer and sorted; gradient norms per layer (log)."""
-        figures.why_resnets(results, curves, path, title=title)
+        figures.why_resnets(figure.results, figure.curves, figure.path, title=figure.title)
 
     def summary(self, results: Results, workdir: str) -> str:
         """The identity table, the continued training, the response and gradient ranges."""
