@@ -42,21 +42,17 @@ def get_config(preset: str | None = None) -> ml_collections.ConfigDict:
         head on each, 3 steps of 16).
     """
     c = presets.base_config(width_multiplier=0.25, without="no_heads")
-    c.preset = presets.check_preset(preset)
-    if c.preset == presets.FULL:
-        c.update(presets.FULL_CADENCE)
-        c.expected_minutes = 2 * 25.0
-    elif c.preset == presets.COLAB:
-        c.update(presets.COLAB_CADENCE)
-        c.update(width_multiplier=1.0, num_steps=2_500, lr_boundaries=(1_250, 1_875))
-        c.expected_minutes = 15.0
-    elif c.preset == "smoke":
-        presets.smoke(c).width_multiplier = 0.0625
-        c.model_kwargs.update(stages=inception.SMOKE_STAGES, aux_after=("3a", "4a"))
-    else:
-        c.update(presets.CPU_CADENCE)
-        c.update(width_multiplier=0.125, num_steps=500, lr_boundaries=(400,), expected_minutes=6.5)
-    return c
+    colab = dict(width_multiplier=1.0, num_steps=2_500, lr_boundaries=(1_250, 1_875))
+    cpu = dict(width_multiplier=0.125, num_steps=500, lr_boundaries=(400,))
+    smoke_net = dict(stages=inception.SMOKE_STAGES, aux_after=("3a", "4a"))
+    return presets.choose(
+        c,
+        preset,
+        full={**presets.FULL_CADENCE, "expected_minutes": 2 * 25.0},
+        colab={**presets.COLAB_CADENCE, **colab, "expected_minutes": 15.0},
+        smoke=dict(width_multiplier=0.0625, model_kwargs=smoke_net),
+        cpu={**presets.CPU_CADENCE, **cpu, "expected_minutes": 6.5},
+    )
 
 
 if __name__ == "__main__":

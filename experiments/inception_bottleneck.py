@@ -47,21 +47,16 @@ def get_config(preset: str | None = None) -> ml_collections.ConfigDict:
         of 16).
     """
     c = presets.base_config(width_multiplier=0.25, equal_macs=False)
-    c.preset = presets.check_preset(preset)
-    if c.preset == presets.FULL:
-        c.update(presets.FULL_CADENCE)
-        c.expected_minutes = 2 * 20.0
-    elif c.preset == presets.COLAB:
-        c.update(presets.COLAB_CADENCE)
-        c.update(width_multiplier=0.5, num_steps=4_000, lr_boundaries=(2_000, 3_000))
-        c.expected_minutes = 14.0
-    elif c.preset == "smoke":
-        presets.smoke(c).width_multiplier = 0.0625
-        c.model_kwargs.stages = inception.SMOKE_STAGES
-    else:
-        c.update(presets.CPU_CADENCE)
-        c.update(width_multiplier=0.125, num_steps=700, lr_boundaries=(550,), expected_minutes=7.5)
-    return c
+    colab = dict(width_multiplier=0.5, num_steps=4_000, lr_boundaries=(2_000, 3_000))
+    cpu = dict(width_multiplier=0.125, num_steps=700, lr_boundaries=(550,))
+    return presets.choose(
+        c,
+        preset,
+        full={**presets.FULL_CADENCE, "expected_minutes": 2 * 20.0},
+        colab={**presets.COLAB_CADENCE, **colab, "expected_minutes": 14.0},
+        smoke=dict(width_multiplier=0.0625, model_kwargs=dict(stages=inception.SMOKE_STAGES)),
+        cpu={**presets.CPU_CADENCE, **cpu, "expected_minutes": 7.5},
+    )
 
 
 if __name__ == "__main__":

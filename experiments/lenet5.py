@@ -32,26 +32,12 @@ def get_config(preset: str | None = None) -> ml_collections.ConfigDict:
         (LeCun et al.: 0.95 %); about 1.5 minutes for both variants.
     smoke: seconds; for tests and notebooks (3 steps of 16).
     """
-    c = presets.base_config()
-    c.preset = presets.check_preset(preset)
-    c.dataset = "mnist"
-    c.augment = False
-    c.weight_decay = 5e-4
-    c.learning_rate = 0.05
-    if c.preset in (presets.FULL, presets.COLAB):
-        c.num_steps = 9_400
-        c.lr_boundaries = (5_600, 8_000)
-        c.update(eval_every=470, curve_eval_examples=10_000, checkpoint_every=1_000, log_every=470)
-        c.expected_minutes = 2 * 2.0
-    elif c.preset == "smoke":
-        presets.smoke(c)
-    else:
-        c.num_steps = 4_000
-        c.lr_boundaries = (2_800, 3_600)
-        c.update(eval_every=500, curve_eval_examples=2_000, checkpoint_every=1_000, log_every=500)
-        c.final_train_eval_examples = 10_000
-        c.expected_minutes = 1.5
-    return c
+    c = presets.base_config(dataset="mnist", augment=False, weight_decay=5e-4, learning_rate=0.05)
+    full = dict(num_steps=9_400, lr_boundaries=(5_600, 8_000), expected_minutes=2 * 2.0)
+    full.update(eval_every=470, curve_eval_examples=10_000, checkpoint_every=1_000, log_every=470)
+    cpu = dict(num_steps=4_000, lr_boundaries=(2_800, 3_600), final_train_eval_examples=10_000)
+    cpu.update(eval_every=500, curve_eval_examples=2_000, checkpoint_every=1_000, log_every=500)
+    return presets.choose(c, preset, full=full, colab=full, cpu={**cpu, "expected_minutes": 1.5})
 
 
 if __name__ == "__main__":

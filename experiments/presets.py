@@ -3,7 +3,8 @@ the CIFAR recipes that several studies train, so that their nets can be read acr
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from types import MappingProxyType
 from typing import Any
 
 import ml_collections
@@ -80,4 +81,28 @@ def smoke(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     c.checkpoint_every = 2
     c.log_every = 1
     c.expected_minutes = 0.5
+    return c
+
+
+_smoke_run = smoke  # `choose` names its smoke preset's keys `smoke`
+
+
+def choose(
+    c: ml_collections.ConfigDict,
+    preset: str | None,
+    *,
+    cpu: Mapping[str, Any],
+    full: Mapping[str, Any],
+    colab: Mapping[str, Any],
+    smoke: Mapping[str, Any] = MappingProxyType({}),
+) -> ml_collections.ConfigDict:
+    """`c` with `preset` and that preset's keys (a dict for `model_kwargs` replaces it).
+
+    The smoke preset starts from `smoke()`; a preset left to the backend ("" or None) takes
+    cpu's keys until the backend picks (`launch.resolve_preset`).
+    """
+    c.preset = check_preset(preset)
+    if c.preset == "smoke":
+        _smoke_run(c)
+    c.update({FULL: full, COLAB: colab, "smoke": smoke}.get(c.preset, cpu))
     return c

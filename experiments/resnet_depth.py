@@ -45,32 +45,23 @@ def get_config(preset: str | None = None) -> ml_collections.ConfigDict:
     smoke: seconds; for tests and notebooks (depths 8 and 14, width 4, 3 steps).
     """
     c = presets.base_config(
+        dataset="cifar10",
         depths=(20, 32, 44, 56),
         width=16,
         zero_init_residual=False,
         shortcut="A",
         warmup_from_depth=110,  # He et al.: ResNet-110 warms up at lr 0.01
     )
-    c.preset = presets.check_preset(preset)
-    c.dataset = "cifar10"
-    if c.preset == presets.FULL:
-        c.num_steps = 64_000
-        c.lr_boundaries = (32_000, 48_000)
-        c.warmup_steps = 400
-        c.update(presets.FULL_CADENCE)
-        c.expected_minutes = 8 * 15.0
-    elif c.preset == presets.COLAB:
-        c.update(presets.COLAB_CIFAR)
-        c.expected_minutes = 16.0
-    elif c.preset == "smoke":
-        presets.smoke(c)
-        c.depths = (8, 14)
-        c.width = 4
-    else:  # cpu, also the stand-in until the backend picks
-        c.update(presets.CPU_CADENCE)
-        c.update(presets.CPU_CIFAR)  # 16x16 images: 4x fewer multiply-adds per step
-        c.expected_minutes = 9.0
-    return c
+    full = dict(num_steps=64_000, lr_boundaries=(32_000, 48_000), warmup_steps=400)
+    return presets.choose(
+        c,
+        preset,
+        full={**full, **presets.FULL_CADENCE, "expected_minutes": 8 * 15.0},
+        colab={**presets.COLAB_CIFAR, "expected_minutes": 16.0},
+        smoke=dict(depths=(8, 14), width=4),
+        # 16x16 images: 4x fewer multiply-adds per step
+        cpu={**presets.CPU_CADENCE, **presets.CPU_CIFAR, "expected_minutes": 9.0},
+    )
 
 
 if __name__ == "__main__":

@@ -48,23 +48,15 @@ def get_config(preset: str | None = None) -> ml_collections.ConfigDict:
         shortcut="A",
         warmup_from_depth=110,
     )
-    c.preset = presets.check_preset(preset)
-    if c.preset == presets.FULL:
-        c.update(presets.FULL_CADENCE)
-        c.update(num_steps=64_000, lr_boundaries=(32_000, 48_000), more_steps=8_000)
-        c.expected_minutes = 6 * 15.0
-    elif c.preset == presets.COLAB:
-        c.update(presets.COLAB_CIFAR)
-        c.more_steps = 1_000
-        c.expected_minutes = 10.0
-    elif c.preset == "smoke":
-        presets.smoke(c).update(depth=8, probe_depths=(8,), width=4, more_steps=3)
-        c.probe_examples = 100
-    else:
-        c.update(presets.CPU_CADENCE)
-        c.update(presets.CPU_CIFAR)
-        c.expected_minutes = 7.0
-    return c
+    full = dict(num_steps=64_000, lr_boundaries=(32_000, 48_000), more_steps=8_000)
+    return presets.choose(
+        c,
+        preset,
+        full={**presets.FULL_CADENCE, **full, "expected_minutes": 6 * 15.0},
+        colab={**presets.COLAB_CIFAR, "more_steps": 1_000, "expected_minutes": 10.0},
+        smoke=dict(depth=8, probe_depths=(8,), width=4, more_steps=3, probe_examples=100),
+        cpu={**presets.CPU_CADENCE, **presets.CPU_CIFAR, "expected_minutes": 7.0},
+    )
 
 
 if __name__ == "__main__":
