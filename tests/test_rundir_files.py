@@ -41,7 +41,7 @@ def test_one_seed_is_stored_as_an_object_several_as_a_list(tmp_path):
     one, two = tmp_path / "one", tmp_path / "two"
     one.mkdir(), two.mkdir()
     assert rundir.read_results(str(one)) is None and rundir.read_result(str(one)) is None
-    rundir.write_result(str(one), _result(0.1))
+    rundir.write_results(str(one), [_result(0.1)])
     stored = json.loads((one / "result.json").read_text())
     assert isinstance(stored, dict) and stored["test_error"] == 0.2 and stored["params"] == 5006
     assert rundir.read_result(str(one)) == _result(0.1)
@@ -92,10 +92,11 @@ def test_check_workdir_creates_it_or_says_why_it_cannot(tmp_path):
 
 def test_read_metrics_filters_by_kind(tmp_path):
     assert rundir.read_metrics(str(tmp_path)) == []
-    writer = rundir.MetricsWriter(str(tmp_path), resume_step=0)
-    writer.write(1, "train", {"loss": 2.0})
-    writer.write(1, "eval", {"error": 0.5})
-    writer.write(2, "train", {"loss": 1.0})
+    history = rundir.History()
+    writer = rundir.MetricsWriter(str(tmp_path), history, first_step=1)
+    writer.write(history.add(1, "train", {"loss": 2.0}))
+    writer.write(history.add(1, "eval", {"error": 0.5}))
+    writer.write(history.add(2, "train", {"loss": 1.0}))
     writer.close()
     assert [r["loss"] for r in rundir.read_metrics(str(tmp_path), "train")] == [2.0, 1.0]
     assert rundir.read_metrics(str(tmp_path), "eval") == [{"step": 1, "kind": "eval", "error": 0.5}]
