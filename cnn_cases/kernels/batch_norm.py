@@ -2,9 +2,9 @@
 addition) that follows it in the models; flax's BatchNorm variables and semantics.
 
 `batch_norm` (training mode: batch statistics) and `batch_norm_inference` (given statistics)
-are `jax.custom_vjp` functions over the handlers of `onednn.cc`. Under a multi-device mesh the
-statistics are taken over the global batch by XLA's reductions, each device normalises its
-shard on oneDNN, and the backward pass is XLA's.
+are `jax.custom_vjp` functions over the handlers of `batch_norm.cc`. Under a multi-device
+mesh the statistics are taken over the global batch by XLA's reductions, each device
+normalises its shard on oneDNN, and the backward pass is XLA's.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from cnn_cases.kernels.onednn import batch_axes, call, per_shard
+from cnn_cases.kernels.library import batch_axes, call, per_shard
 
 
 def _stat(c: int) -> jax.ShapeDtypeStruct:
