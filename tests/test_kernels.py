@@ -31,6 +31,24 @@ def test_the_handlers_are_built_and_load():
     assert not library.use_onednn("xla")
 
 
+def test_the_library_lists_every_target_it_holds():
+    lib = library._load()[0]
+    targets = library._targets(lib)
+    assert set(library._CALLED) <= set(targets)
+    assert all(isinstance(address, int) and address for address in targets.values())
+    assert len(set(targets.values())) == len(targets)  # one handler per name
+    assert library.abi_version() >= 5  # 5: named attributes and the target table
+
+
+def test_a_library_without_a_target_it_calls_is_refused_by_name(monkeypatch):
+    real = library._targets
+    monkeypatch.setattr(
+        library, "_targets", lambda lib: {k: v for k, v in real(lib).items() if k != "bn_backward"}
+    )
+    lib, why = library._load.__wrapped__()  # uncached: the registered library stays as it is
+    assert lib is None and "has no target cnn_cases_bn_backward" in why
+
+
 def _rel(a, b):
     a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
     return float(np.max(np.abs(a - b)) / max(np.max(np.abs(b)), 1e-30))
