@@ -1,10 +1,11 @@
-"""Builds the oneDNN FFI handlers (cnn_cases/kernels/onednn.cc) with the package.
+"""Builds the oneDNN FFI handlers (cnn_cases/kernels/*.cc) with the package, as one library.
 
 Headers come from the build requirements: XLA's FFI API from jaxlib, oneDNN's from
 onednn-devel-cpu-gomp. Without a C++ compiler or oneDNN the build is skipped with a
 warning and the models run on XLA's kernels.
 """
 
+import glob
 import importlib.metadata
 import os
 
@@ -44,11 +45,14 @@ class BuildOneDNN(build_ext):
         super().build_extensions()
 
 
+_KERNELS = "cnn_cases/kernels"
+
 setup(
     ext_modules=[
         Extension(
             "cnn_cases.kernels._onednn",
-            sources=["cnn_cases/kernels/onednn.cc"],
+            sources=sorted(glob.glob(f"{_KERNELS}/*.cc")),
+            depends=sorted(glob.glob(f"{_KERNELS}/*.h")),
             libraries=["dnnl"],
             language="c++",
             extra_compile_args=["-std=c++17", "-O2", "-fvisibility=hidden"],

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from jax import lax
 
 from cnn_cases import models
-from cnn_cases.kernels import batch_norm, onednn
+from cnn_cases.kernels import batch_norm, conv, library
 from cnn_cases.models import layers
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -25,10 +25,28 @@ DN = ("NHWC", "HWIO", "NHWC")
 
 def test_the_handlers_are_built_and_load():
     # The project's install builds them; a missing build would silently mean XLA everywhere.
-    assert onednn.available(), onednn._load()[1]
-    assert onednn.version().startswith("3.")
-    assert onednn.use_onednn("auto") and onednn.use_onednn("onednn")
-    assert not onednn.use_onednn("xla")
+    assert library.available(), library._load()[1]
+    assert library.version().startswith("3.")
+    assert library.use_onednn("auto") and library.use_onednn("onednn")
+    assert not library.use_onednn("xla")
+
+
+def test_the_library_lists_every_target_it_holds():
+    lib = library._load()[0]
+    targets = library._targets(lib)
+    assert set(library._CALLED) <= set(targets)
+    assert all(isinstance(address, int) and address for address in targets.values())
+    assert len(set(targets.values())) == len(targets)  # one handler per name
+    assert library.abi_version() >= 5  # 5: named attributes and the target table
+
+
+def test_a_library_without_a_target_it_calls_is_refused_by_name(monkeypatch):
+    real = library._targets
+    monkeypatch.setattr(
+        library, "_targets", lambda lib: {k: v for k, v in real(lib).items() if k != "bn_backward"}
+    )
+    lib, why = library._load.__wrapped__()  # uncached: the registered library stays as it is
+    assert lib is None and "has no target cnn_cases_bn_backward" in why
 
 
 def _rel(a, b):
@@ -43,7 +61,7 @@ def _rel_norm(a, b):
 
 def _conv_pair(x, w, strides, padding, dilation, groups, dtype=jnp.float32):
     kw = dict(rhs_dilation=dilation, dimension_numbers=DN, feature_group_count=groups)
-    ours = lambda x, w: onednn.conv_general_dilated(x, w, strides, padding, **kw)
+    ours = lambda x, w: conv.conv_general_dilated(x, w, strides, padding, **kw)
     ref = lambda x, w: lax.conv_general_dilated(
         x.astype(jnp.float32), w.astype(jnp.float32), strides, padding, precision="highest", **kw
     )
@@ -101,11 +119,11 @@ def test_conv_outside_the_kernels_falls_back_to_lax():
     for extra in ({"lhs_dilation": (2, 2)}, {"padding": ((-1, 0), (0, 0))}):
         args = {"window_strides": (1, 1), "padding": ((1, 1), (1, 1)), "dimension_numbers": DN}
         args.update(extra)
-        fn = jax.jit(lambda x, w, args=args: onednn.conv_general_dilated(x, w, **args))
+        fn = jax.jit(lambda x, w, args=args: conv.conv_general_dilated(x, w, **args))
         text = fn.lower(x, w).as_text()
         assert "cnn_cases_conv" not in text
         np.testing.assert_allclose(
-            onednn.conv_general_dilated(x, w, **args),
+            conv.conv_general_dilated(x, w, **args),
             lax.conv_general_dilated(x, w, **args),
             rtol=1e-6,
             atol=1e-5,
@@ -114,7 +132,7 @@ def test_conv_outside_the_kernels_falls_back_to_lax():
     xc = jnp.transpose(x, (0, 3, 1, 2))
     text = (
         jax.jit(
-            lambda x, w: onednn.conv_general_dilated(
+            lambda x, w: conv.conv_general_dilated(
                 x, w, (1, 1), "SAME", dimension_numbers=("NCHW", "HWIO", "NCHW")
             )
         )
@@ -205,7 +223,7 @@ def test_vmap_over_the_kernels_equals_each_index_alone(train):
     mean, var = jnp.asarray(rng.standard_normal(6)), jnp.asarray(rng.random(6) + 0.5)
 
     def f(x, w, r):
-        y = onednn.conv_general_dilated(x, w, (1, 1), "SAME", dimension_numbers=DN)
+        y = conv.conv_general_dilated(x, w, (1, 1), "SAME", dimension_numbers=DN)
         if train:
             y = batch_norm.batch_norm(y, scale, bias, epsilon=1e-5, relu=True, residual=r)[0]
         else:  # running statistics: shared by every index, as a vmapped eval step's are not
@@ -273,24 +291,24 @@ def test_bad_kernels_setting_is_one_line():
     with pytest.raises(
         ValueError, match=r"kernels='fast' is not valid \(valid: auto, onednn, xla\)"
     ):
-        onednn.use_onednn("fast")
+        library.use_onednn("fast")
 
 
 def test_onednn_on_an_accelerator_is_refused_and_auto_uses_xla(monkeypatch):
     monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
     with pytest.raises(ValueError, match="runs on the CPU only"):
-        onednn.use_onednn("onednn")
-    assert not onednn.use_onednn("auto")
+        library.use_onednn("onednn")
+    assert not library.use_onednn("auto")
     assert layers.conv_function("auto") is lax.conv_general_dilated
 
 
 def test_a_library_that_fails_to_load_warns_once_and_falls_back(monkeypatch):
-    monkeypatch.setattr(onednn, "_load", lambda: (None, "libdnnl.so.3: cannot open"))
-    onednn._warn_unavailable.cache_clear()
+    monkeypatch.setattr(library, "_load", lambda: (None, "libdnnl.so.3: cannot open"))
+    library._warn_unavailable.cache_clear()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        assert not onednn.use_onednn("auto")
-        assert not onednn.use_onednn("onednn")
+        assert not library.use_onednn("auto")
+        assert not library.use_onednn("onednn")
     assert len(caught) == 1 and "libdnnl.so.3: cannot open" in str(caught[0].message)
     x = jnp.ones((2, 8, 8, 3))
     model = models.get_model("resnet8", width=4)
@@ -304,7 +322,7 @@ os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=8"
 import jax, jax.numpy as jnp, numpy as np
 from jax.sharding import NamedSharding, PartitionSpec as P
 from cnn_cases.engine import parallel
-from cnn_cases.kernels import batch_norm, onednn
+from cnn_cases.kernels import batch_norm, conv, library
 
 mesh = parallel.create_mesh()
 rng = np.random.default_rng(0)
@@ -314,7 +332,7 @@ scale, bias = jnp.asarray(rng.random(8) + 0.5), jnp.asarray(rng.standard_normal(
 
 def loss(x, w, scale, bias):
     dn = ("NHWC", "HWIO", "NHWC")
-    y = onednn.conv_general_dilated(x, w, (1, 1), "SAME", dimension_numbers=dn)
+    y = conv.conv_general_dilated(x, w, (1, 1), "SAME", dimension_numbers=dn)
     y, mean, var = batch_norm.batch_norm(y, scale, bias, epsilon=1e-5, relu=True)
     return jnp.sum(y ** 2), (mean, var)
 

@@ -32,7 +32,7 @@ def main() -> None:
     import numpy as np
 
     from cnn_cases.engine import parallel, rundir, train
-    from cnn_cases.kernels import onednn
+    from cnn_cases.kernels import library
 
     if args.coordinator:
         parallel.initialize_distributed(args.coordinator, args.num_processes, args.process_id)
@@ -40,7 +40,7 @@ def main() -> None:
     config = tiny_config(args.steps)
     config.kernels = args.kernels
     # use_onednn falls back to XLA with a warning when the library is missing; not here.
-    assert onednn.use_onednn(args.kernels) == (args.kernels == "onednn"), args.kernels
+    assert library.use_onednn(args.kernels) == (args.kernels == "onednn"), args.kernels
     if jax.process_index() == 1:
         time.sleep(args.late_seconds)  # a peer that loads or compiles slower than the others
     config.seeds = args.seeds

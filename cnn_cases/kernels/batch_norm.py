@@ -2,9 +2,9 @@
 addition) that follows it in the models; flax's BatchNorm variables and semantics.
 
 `batch_norm` (training mode: batch statistics) and `batch_norm_inference` (given statistics)
-are `jax.custom_vjp` functions over the handlers of `onednn.cc`. Under a multi-device mesh the
-statistics are taken over the global batch by XLA's reductions, each device normalises its
-shard on oneDNN, and the backward pass is XLA's.
+are `jax.custom_vjp` functions over the handlers of `batch_norm.cc`. Under a multi-device
+mesh the statistics are taken over the global batch by XLA's reductions, each device
+normalises its shard on oneDNN, and the backward pass is XLA's.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from cnn_cases.kernels.onednn import batch_axes, call, per_shard
+from cnn_cases.kernels.library import batch_axes, call, per_shard
 
 
 def _stat(c: int) -> jax.ShapeDtypeStruct:
@@ -95,15 +95,9 @@ def _bn_backward_xla(
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(4, 5))
-def _bn_train(
-    x: jax.Array,
-    scale: jax.Array,
-    bias: jax.Array,
-    residual: jax.Array | None,
-    eps: float,
-    relu: bool,
-) -> tuple[jax.Array, jax.Array, jax.Array]:
-    return _bn_train_fwd(x, scale, bias, residual, eps, relu)[0]
+def _bn_train(*args: Any) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """`_bn_train_fwd`'s output: (x, scale, bias, residual, eps, relu) -> (y, mean, var)."""
+    return _bn_train_fwd(*args)[0]
 
 
 def _bn_train_fwd(
@@ -155,31 +149,13 @@ def _bn_train_bwd(eps: float, relu: bool, res: Any, g: Any) -> tuple[Any, ...]:
 _bn_train.defvjp(_bn_train_fwd, _bn_train_bwd)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(6, 7))
-def _bn_inference(
-    x: jax.Array,
-    scale: jax.Array,
-    bias: jax.Array,
-    mean: jax.Array,
-    var: jax.Array,
-    residual: jax.Array | None,
-    eps: float,
-    relu: bool,
-) -> jax.Array:
-    return _bn_inference_call(x, scale, bias, mean, var, residual, eps, relu)
+# Given statistics: y = _bn_inference_call(x, scale, bias, mean, var, residual, eps, relu).
+_bn_inference = jax.custom_vjp(_bn_inference_call, nondiff_argnums=(6, 7))
 
 
-def _bn_inference_fwd(
-    x: jax.Array,
-    scale: jax.Array,
-    bias: jax.Array,
-    mean: jax.Array,
-    var: jax.Array,
-    residual: jax.Array | None,
-    eps: float,
-    relu: bool,
-) -> tuple[jax.Array, Any]:
-    y = _bn_inference_call(x, scale, bias, mean, var, residual, eps, relu)
+def _bn_inference_fwd(*args: Any) -> tuple[jax.Array, Any]:
+    x, scale, _, mean, var, residual, _, _ = args
+    y = _bn_inference_call(*args)
     return y, (x, y, scale, mean, var, residual is not None)
 
 
@@ -224,7 +200,7 @@ def batch_norm_inference(
     x: jax.Array,
     scale: jax.Array,
     bias: jax.Array,
-    mean: jax.Array,
+    mean: jax.Array,  # the running statistics, f32 (C,)
     var: jax.Array,
     *,
     epsilon: float,

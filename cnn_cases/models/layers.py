@@ -6,7 +6,7 @@ shape change, as the lecture draws it.
 
 `conv_factory` and `norm_factory` are the one place where a model's convolutions and
 BatchNorm get their implementation: `kernels="auto"` runs them on oneDNN on a CPU
-(`cnn_cases.kernels.onednn`) and on XLA elsewhere, with the same variables either way.
+(`cnn_cases.kernels`) and on XLA elsewhere, with the same variables either way.
 """
 
 from __future__ import annotations
@@ -21,7 +21,8 @@ import jax.numpy as jnp
 from jax import lax
 
 from cnn_cases.kernels import batch_norm as bn_kernels
-from cnn_cases.kernels import onednn
+from cnn_cases.kernels import conv as conv_kernels
+from cnn_cases.kernels import library
 
 # torchvision's BatchNorm: momentum 0.1 (flax: 0.9 for the running average), eps 1e-5.
 BN_MOMENTUM = 0.9
@@ -30,7 +31,9 @@ BN_EPSILON = 1e-5
 
 def conv_function(kernels: str) -> Callable[..., jax.Array]:
     """`lax.conv_general_dilated`, or its oneDNN twin when `kernels` resolves to oneDNN."""
-    return onednn.conv_general_dilated if onednn.use_onednn(kernels) else lax.conv_general_dilated
+    if library.use_onednn(kernels):
+        return conv_kernels.conv_general_dilated
+    return lax.conv_general_dilated
 
 
 def conv_factory(kernels: str = "auto", **kwargs: Any) -> Callable[..., nn.Conv]:
@@ -63,7 +66,7 @@ class BatchNorm(nn.BatchNorm):
         residual: jax.Array | None = None,
     ) -> jax.Array:
         act = self.act or (lambda y: y)
-        if not (self._supported(x, mask) and onednn.use_onednn(self.kernels)):
+        if not (self._supported(x, mask) and library.use_onednn(self.kernels)):
             y = super().__call__(x, use_running_average, mask=mask)
             self.sow("intermediates", "response", y)  # kept only if "intermediates" is mutable
             return act(y if residual is None else y + residual)

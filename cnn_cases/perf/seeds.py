@@ -20,7 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from cnn_cases.engine import defaults, steps
-from cnn_cases.kernels import onednn
+from cnn_cases.kernels import library
 from cnn_cases.perf.timing import time_calls
 from cnn_cases.perf.workload import Workload
 from cnn_cases.report.tables import format_table
@@ -92,7 +92,7 @@ def benchmark(
         "input_shape": list(workload.input_shape),
         "width": workload.width,
         "seeds": seeds,
-        "onednn": onednn.use_onednn(workload.kernels),
+        "onednn": library.use_onednn(workload.kernels),
         "devices": f"{jax.device_count()} {jax.devices()[0].platform}",
         "vmapped_step_s": v,
         "one_by_one_step_s": o,

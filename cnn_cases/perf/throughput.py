@@ -26,7 +26,7 @@ from cnn_cases import models
 from cnn_cases.analysis import costs
 from cnn_cases.data import input_pipeline, splits
 from cnn_cases.interop import pytorch
-from cnn_cases.kernels import onednn
+from cnn_cases.kernels import library
 from cnn_cases.perf.timing import time_calls
 from cnn_cases.perf.workload import JaxTrainStep, Workload
 from cnn_cases.report.tables import format_table
@@ -113,7 +113,7 @@ def benchmark(
         "dtype": workload.dtype,
         "scan": workload.scan,
         "kernels": workload.kernels,
-        "onednn": onednn.use_onednn(jax_step.model.kernels),
+        "onednn": library.use_onednn(jax_step.model.kernels),
         "width": workload.width,
         "params": jax_step.params,
         "macs_per_image": int(macs),

@@ -1,0 +1,306 @@
+// BatchNorm over N, H, W of an NHWC tensor, as XLA FFI handlers for the CPU: training
+// (batch statistics), inference (given statistics) and the training-mode backward pass.
+//
+// Scale, shift, mean and variance are f32 vectors of C. `relu` applies a ReLU to the
+// output (forward) and masks the gradient with y > 0 (backward). `add` (with `relu`)
+// adds a residual tensor before the ReLU, the end of a residual block:
+// y = relu(bn(x) + r); its gradient is the masked dy, which the backward pass writes out.
+//
+// The statistics and the backward pass need sums over the whole batch, which oneDNN's
+// primitive only computes inside one call; here each chunk sums its part (in double)
+// and the normalisation itself runs on oneDNN's inference primitive with the batch
+// statistics (fused with the ReLU). The residual block's end, relu(bn(x) + r), and the
+// backward pass are the loops of batch_norm_rows.h.
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <memory>
+#include <string>
+#include <unordered_map>
+#include <utility>
+#include <vector>
+
+#include "batch_norm_rows.h"
+#include "onednn_common.h"
+
+namespace cnn_cases {
+
+// The handlers' attributes: epsilon, the fused ReLU, the fused residual addition.
+struct BnAttrs {
+  float eps;
+  bool relu;
+  bool add;
+};
+
+}  // namespace cnn_cases
+
+XLA_FFI_REGISTER_STRUCT_ATTR_DECODING(cnn_cases::BnAttrs,
+                                      ::xla::ffi::StructMember<float>("eps"),
+                                      ::xla::ffi::StructMember<bool>("relu"),
+                                      ::xla::ffi::StructMember<bool>("add"));
+
+namespace cnn_cases {
+namespace {
+
+// f32 vectors of C (with the call's leading vmapped dimensions): scale, shift, statistics.
+using F32Buffer = ffi::Buffer<ffi::F32>;
+using F32Result = ffi::ResultBuffer<ffi::F32>;
+
+struct BnEntry {
+  dnnl::primitive prim;
+  memory::desc data, stats, scratchpad;
+};
+
+// oneDNN's inference BatchNorm (given statistics) on a chunk of mb images.
+BnEntry BuildBnInference(memory::data_type dt, int64_t mb, int64_t h, int64_t w, int64_t c,
+                         float eps, bool relu) {
+  BnEntry e;
+  e.data = memory::desc({mb, c, h, w}, dt, tag::nhwc);
+  e.stats = memory::desc({c}, memory::data_type::f32, tag::a);
+  auto flags = dnnl::normalization_flags::use_scale | dnnl::normalization_flags::use_shift |
+               dnnl::normalization_flags::use_global_stats;
+  if (relu) flags |= dnnl::normalization_flags::fuse_norm_relu;
+  dnnl::batch_normalization_forward::primitive_desc pd(
+      Engine(), dnnl::prop_kind::forward_inference, e.data, e.data, eps, flags,
+      UserScratchpad());
+  e.prim = dnnl::batch_normalization_forward(pd);
+  e.scratchpad = pd.scratchpad_desc();
+  return e;
+}
+
+struct BnShape {
+  int64_t n, h, w, c;
+  int64_t copies;  // the product of the leading (vmapped) dimensions
+  ffi::DataType type;
+  memory::data_type dt;
+  size_t elem;
+};
+
+// The shape from x's last 4 dimensions and its leading (vmapped) ones, which every other
+// buffer of the call must have too.
+template <typename... Buffers>
+ffi::Error ReadBnShape(ffi::AnyBuffer x, BnShape* s, const Buffers&... others) {
+  s->copies = Leading(x, 4);
+  s->type = x.element_type();
+  if (s->copies < 1 || !ToDnnl(s->type, &s->dt)) {
+    return Fail("batch norm expects an NHWC f32 or bf16 tensor");
+  }
+  if (!SplitsInto(s->copies, others...)) {
+    return Fail("batch norm buffers with different leading (vmapped) dimensions");
+  }
+  auto d = Trailing(x, 4);
+  s->n = d[0]; s->h = d[1]; s->w = d[2]; s->c = d[3];
+  s->elem = s->dt == memory::data_type::f32 ? 4 : 2;
+  return ffi::Error::Success();
+}
+
+// y = relu(x * a + b + residual) with a = scale / sqrt(var + eps), b = shift - mean * a,
+// chunk by chunk on the loops of batch_norm_rows.h.
+template <typename T>
+void AddRelu(ffi::ThreadPool& pool, const BnShape& s, const T* x, T* y, const float* scale,
+             const float* shift, const float* mean, const float* var, float eps,
+             const T* residual) {
+  auto chunks = Chunks(s.n, Parts(pool));
+  std::vector<float> a(s.c), b(s.c);
+  for (int64_t k = 0; k < s.c; ++k) {
+    a[k] = scale[k] / std::sqrt(var[k] + eps);
+    b[k] = shift[k] - mean[k] * a[k];
+  }
+  const int64_t per_image = s.h * s.w;
+  ParallelFor(pool, chunks.size(), [&](int64_t i) {
+    const int64_t off = chunks[i].first * per_image * s.c;
+    const int64_t rows = chunks[i].second * per_image;
+    WithChannels(s.c, [&](auto width) {
+      constexpr int64_t C = decltype(width)::value;
+      AddReluRows<T, C>(x + off, residual + off, y + off, a.data(), b.data(), rows, s.c);
+    });
+  });
+}
+
+// y = relu?((x - mean) / sqrt(var + eps) * scale + shift [+ residual]), chunk by chunk on
+// oneDNN; `residual` is null unless `add`.
+template <typename T>
+void Normalize(ffi::ThreadPool& pool, const BnShape& s, T* x, T* y, float* scale,
+               float* shift, float* mean, float* var, float eps, bool relu, T* residual) {
+  if (residual != nullptr) {
+    AddRelu<T>(pool, s, x, y, scale, shift, mean, var, eps, residual);
+    return;
+  }
+  auto chunks = Chunks(s.n, Parts(pool));
+  std::vector<std::shared_ptr<const BnEntry>> entries;
+  for (auto& [off, mb] : chunks) {
+    int32_t eps_bits;
+    std::memcpy(&eps_bits, &eps, sizeof(eps));
+    std::vector<int64_t> key = {static_cast<int64_t>(s.dt), mb, s.h, s.w, s.c, eps_bits, relu};
+    entries.push_back(Cache<BnEntry>::Global().Get(
+        key, [&] { return BuildBnInference(s.dt, mb, s.h, s.w, s.c, eps, relu); }));
+  }
+  const size_t image = s.h * s.w * s.c * s.elem;
+  ParallelFor(pool, chunks.size(), [&](int64_t i) {
+    const auto& e = *entries[i];
+    auto& eng = Engine();
+    const int64_t off = chunks[i].first;
+    std::unordered_map<int, memory> args = {
+        {DNNL_ARG_SRC, memory(e.data, eng, reinterpret_cast<char*>(x) + off * image)},
+        {DNNL_ARG_DST, memory(e.data, eng, reinterpret_cast<char*>(y) + off * image)},
+        {DNNL_ARG_SCALE, memory(e.stats, eng, scale)},
+        {DNNL_ARG_SHIFT, memory(e.stats, eng, shift)},
+        {DNNL_ARG_MEAN, memory(e.stats, eng, mean)},
+        {DNNL_ARG_VARIANCE, memory(e.stats, eng, var)},
+        {DNNL_ARG_SCRATCHPAD, memory(e.scratchpad, eng, Scratch(e.scratchpad.get_size()))}};
+    e.prim.execute(Stream(), args);
+    Stream().wait();
+  });
+}
+
+// Per-channel sums over the batch, chunk by chunk: returns (s1, s2) each of C doubles.
+template <typename T>
+std::pair<std::vector<double>, std::vector<double>> BatchSums(ffi::ThreadPool& pool,
+                                                              const BnShape& s, const T* x,
+                                                              const T* dy, const T* y,
+                                                              const float* mean, bool relu) {
+  auto chunks = Chunks(s.n, Parts(pool));
+  const int64_t rows_per_image = s.h * s.w;
+  std::vector<std::vector<double>> p1(chunks.size(), std::vector<double>(s.c)),
+      p2(chunks.size(), std::vector<double>(s.c));
+  ParallelFor(pool, chunks.size(), [&](int64_t i) {
+    const int64_t off = chunks[i].first * rows_per_image * s.c;
+    WithChannels(s.c, [&](auto width) {
+      constexpr int64_t C = decltype(width)::value;
+      ChannelSums<T, C>(x + off, dy ? dy + off : nullptr, y ? y + off : nullptr, mean,
+                        chunks[i].second * rows_per_image, s.c, relu, p1[i].data(),
+                        p2[i].data());
+    });
+  });
+  std::vector<double> s1(s.c), s2(s.c);
+  for (size_t i = 0; i < chunks.size(); ++i) {
+    for (int64_t k = 0; k < s.c; ++k) {
+      s1[k] += p1[i][k];
+      s2[k] += p2[i][k];
+    }
+  }
+  return {s1, s2};
+}
+
+template <typename T>
+void BnStats(ffi::ThreadPool& pool, const BnShape& s, const T* x, float* mean, float* var) {
+  auto [s1, s2] = BatchSums<T>(pool, s, x, nullptr, nullptr, nullptr, false);
+  const double count = static_cast<double>(s.n) * s.h * s.w;
+  for (int64_t k = 0; k < s.c; ++k) {
+    const double m = s1[k] / count;
+    mean[k] = static_cast<float>(m);
+    var[k] = static_cast<float>(std::max(0.0, s2[k] / count - m * m));
+  }
+}
+
+template <typename T>
+void BnBackwardT(ffi::ThreadPool& pool, const BnShape& s, const T* x, const T* dy, const T* y,
+                 const float* scale, const float* mean, const float* var, T* dx, float* dscale,
+                 float* dshift, T* dres, float eps, bool relu) {
+  auto [s1, s2] = BatchSums<T>(pool, s, x, dy, y, mean, relu);
+  const double count = static_cast<double>(s.n) * s.h * s.w;
+  std::vector<float> a(s.c), b(s.c), d(s.c);
+  for (int64_t k = 0; k < s.c; ++k) {
+    const double rstd = 1.0 / std::sqrt(static_cast<double>(var[k]) + eps);
+    dshift[k] = static_cast<float>(s1[k]);
+    dscale[k] = static_cast<float>(s2[k] * rstd);
+    // dx = scale * rstd * (dy' - mean(dy') - xhat * mean(dy' * xhat))
+    a[k] = static_cast<float>(scale[k] * rstd);
+    b[k] = static_cast<float>(-scale[k] * rstd * rstd * rstd * s2[k] / count);
+    d[k] = static_cast<float>(-scale[k] * rstd * s1[k] / count);
+  }
+  auto chunks = Chunks(s.n, Parts(pool));
+  const int64_t rows_per_image = s.h * s.w;
+  ParallelFor(pool, chunks.size(), [&](int64_t i) {
+    const int64_t off = chunks[i].first * rows_per_image * s.c;
+    WithChannels(s.c, [&](auto width) {
+      constexpr int64_t C = decltype(width)::value;
+      BackwardRows<T, C>(x + off, dy + off, y ? y + off : nullptr, dx + off, mean, a.data(),
+                         b.data(), d.data(), dres ? dres + off : nullptr,
+                         chunks[i].second * rows_per_image, s.c, relu);
+    });
+  });
+}
+
+// Runs fn(T{}, i) for every vmapped index i of a call, T being the tensors' element type
+// (float or Bf16Bits); oneDNN's exceptions become errors.
+template <typename Fn>
+ffi::Error ForEachCopy(const BnShape& s, Fn&& fn) {
+  return WithElementType(s.type, "batch norm", [&](auto t) {
+    try {
+      for (int64_t i = 0; i < s.copies; ++i) fn(t, i);
+    } catch (const dnnl::error& err) {
+      return Fail(std::string("batch norm: ") + err.what());
+    }
+    return ffi::Error::Success();
+  });
+}
+
+// Training mode: y and the batch's mean and (biased) variance. `residual` is read only
+// when `add`.
+ffi::Error BnTrain(ffi::ThreadPool pool, ffi::AnyBuffer x, F32Buffer scale, F32Buffer shift,
+                   ffi::AnyBuffer residual, ffi::Result<ffi::AnyBuffer> y, F32Result mean,
+                   F32Result var, BnAttrs a) {
+  omp_set_num_threads(1);
+  BnShape s;
+  auto err = ReadBnShape(x, &s, scale, shift, residual, *y, *mean, *var);
+  if (err.failure()) return err;
+  const int64_t n = s.copies;
+  return ForEachCopy(s, [&](auto t, int64_t i) {
+    using T = decltype(t);
+    float* m = At<float>(*mean, n, i);
+    float* v = At<float>(*var, n, i);
+    BnStats<T>(pool, s, At<T>(x, n, i), m, v);
+    Normalize<T>(pool, s, At<T>(x, n, i), At<T>(*y, n, i), At<float>(scale, n, i),
+                 At<float>(shift, n, i), m, v, a.eps, a.relu,
+                 a.add ? At<T>(residual, n, i) : nullptr);
+  });
+}
+
+// Given statistics (the running averages): y. `residual` is read only when `add`.
+ffi::Error BnInference(ffi::ThreadPool pool, ffi::AnyBuffer x, F32Buffer scale,
+                       F32Buffer shift, F32Buffer mean, F32Buffer var, ffi::AnyBuffer residual,
+                       ffi::Result<ffi::AnyBuffer> y, BnAttrs a) {
+  omp_set_num_threads(1);
+  BnShape s;
+  if (auto err = ReadBnShape(x, &s, scale, shift, mean, var, residual, *y); err.failure()) {
+    return err;
+  }
+  return ForEachCopy(s, [&, n = s.copies](auto t, int64_t i) {
+    using T = decltype(t);
+    Normalize<T>(pool, s, At<T>(x, n, i), At<T>(*y, n, i), At<float>(scale, n, i),
+                 At<float>(shift, n, i), At<float>(mean, n, i), At<float>(var, n, i), a.eps,
+                 a.relu, a.add ? At<T>(residual, n, i) : nullptr);
+  });
+}
+
+// The training-mode gradients of x, scale and shift, and the residual's (dres, the masked
+// dy, written only when `add`). `y` is the forward output, read only when `relu` (for its
+// mask); `mean` and `var` are the batch's.
+ffi::Error BnBackward(ffi::ThreadPool pool, ffi::AnyBuffer x, ffi::AnyBuffer dy,
+                      ffi::AnyBuffer y, F32Buffer scale, F32Buffer mean, F32Buffer var,
+                      ffi::Result<ffi::AnyBuffer> dx, F32Result dscale, F32Result dshift,
+                      ffi::Result<ffi::AnyBuffer> dres, BnAttrs a) {
+  BnShape s;
+  auto err = ReadBnShape(x, &s, dy, y, scale, mean, var, *dx, *dscale, *dshift, *dres);
+  if (err.failure()) return err;
+  if (a.add && !a.relu) return Fail("a fused residual addition needs the fused ReLU");
+  const int64_t n = s.copies;
+  return ForEachCopy(s, [&](auto t, int64_t i) {
+    using T = decltype(t);
+    BnBackwardT<T>(pool, s, At<T>(x, n, i), At<T>(dy, n, i), a.relu ? At<T>(y, n, i) : nullptr,
+                   At<float>(scale, n, i), At<float>(mean, n, i), At<float>(var, n, i),
+                   At<T>(*dx, n, i), At<float>(*dscale, n, i), At<float>(*dshift, n, i),
+                   a.add ? At<T>(*dres, n, i) : nullptr, a.eps, a.relu);
+  });
+}
+
+}  // namespace
+}  // namespace cnn_cases
+
+// The bindings follow the handlers' signatures: operands in order, then the attributes.
+XLA_FFI_DEFINE_HANDLER_SYMBOL(cnn_cases_bn_train, cnn_cases::BnTrain);
+XLA_FFI_DEFINE_HANDLER_SYMBOL(cnn_cases_bn_inference, cnn_cases::BnInference);
+XLA_FFI_DEFINE_HANDLER_SYMBOL(cnn_cases_bn_backward, cnn_cases::BnBackward);

@@ -1,0 +1,144 @@
+// BatchNorm's loops over rows of C channels (an NHWC tensor's N * H * W rows), compiled
+// for AVX-512, AVX2 and a baseline, with the common channel counts fixed at compile time.
+// f32 tensors are read as float, bf16 ones as their 16 bits (uint16_t); the arithmetic is f32.
+
+#ifndef CNN_CASES_KERNELS_BATCH_NORM_ROWS_H_
+#define CNN_CASES_KERNELS_BATCH_NORM_ROWS_H_
+
+#include <algorithm>
+#include <cstdint>
+#include <cstring>
+#include <type_traits>
+#include <vector>
+
+namespace cnn_cases {
+// Internal linkage, as for the rest of batch_norm.cc, the one file that includes this; it
+// also keeps the ifunc resolvers of the clones out of the library's exported symbols.
+namespace {
+
+inline float Load(const float* p, int64_t i) { return p[i]; }
+inline float Load(const uint16_t* p, int64_t i) {
+  uint32_t bits = static_cast<uint32_t>(p[i]) << 16;
+  float f;
+  std::memcpy(&f, &bits, sizeof(f));
+  return f;
+}
+inline void Store(float* p, int64_t i, float v) { p[i] = v; }
+inline void Store(uint16_t* p, int64_t i, float v) {  // round to nearest even
+  uint32_t bits;
+  std::memcpy(&bits, &v, sizeof(bits));
+  if ((bits & 0x7f800000u) == 0x7f800000u && (bits & 0x7fffffu)) {
+    p[i] = static_cast<uint16_t>((bits >> 16) | 0x40);  // quiet NaN
+    return;
+  }
+  bits += 0x7fffu + ((bits >> 16) & 1u);
+  p[i] = static_cast<uint16_t>(bits >> 16);
+}
+
+// Per-channel sums over `rows` rows of C values: s1 += x, s2 += x^2 (or, with dy, the
+// backward sums s1 += dy', s2 += dy' * (x - mean), dy' being dy masked by y > 0 if relu).
+// Blocks of rows are summed in f32, the blocks in double.
+// C > 0 fixes the channel count at compile time, so that the accumulators of the common
+// widths live in vector registers.
+template <typename T, int64_t C>
+__attribute__((target_clones("avx512f", "avx2", "default"))) void ChannelSums(
+    const T* __restrict x, const T* __restrict dy, const T* __restrict y,
+    const float* __restrict mean, int64_t rows, int64_t runtime_c, bool relu,
+    double* __restrict s1, double* __restrict s2) {
+  const int64_t c = C > 0 ? C : runtime_c;
+  constexpr int64_t kBlock = 64;
+  std::vector<float> b1(c), b2(c);
+  float* __restrict f1 = b1.data();
+  float* __restrict f2 = b2.data();
+  for (int64_t r0 = 0; r0 < rows; r0 += kBlock) {
+    std::fill(b1.begin(), b1.end(), 0.0f);
+    std::fill(b2.begin(), b2.end(), 0.0f);
+    const int64_t r1 = std::min(rows, r0 + kBlock);
+    for (int64_t r = r0; r < r1; ++r) {
+      const int64_t base = r * c;
+      if (dy == nullptr) {
+        for (int64_t k = 0; k < c; ++k) {
+          const float v = Load(x, base + k);
+          f1[k] += v;
+          f2[k] += v * v;
+        }
+      } else if (relu) {
+        for (int64_t k = 0; k < c; ++k) {
+          const float dyk = Load(dy, base + k);  // loaded unconditionally: a select, no branch
+          const float g = Load(y, base + k) > 0.0f ? dyk : 0.0f;
+          f1[k] += g;
+          f2[k] += g * (Load(x, base + k) - mean[k]);
+        }
+      } else {
+        for (int64_t k = 0; k < c; ++k) {
+          const float g = Load(dy, base + k);
+          f1[k] += g;
+          f2[k] += g * (Load(x, base + k) - mean[k]);
+        }
+      }
+    }
+    for (int64_t k = 0; k < c; ++k) {
+      s1[k] += f1[k];
+      s2[k] += f2[k];
+    }
+  }
+}
+
+// dx = dy' * a[c] + (x - mean[c]) * b[c] + d[c], the training-mode BatchNorm gradient.
+template <typename T, int64_t C>
+__attribute__((target_clones("avx512f", "avx2", "default"))) void BackwardRows(
+    const T* __restrict x, const T* __restrict dy, const T* __restrict y, T* __restrict dx,
+    const float* __restrict mean, const float* __restrict a, const float* __restrict b,
+    const float* __restrict d, T* __restrict dres, int64_t rows, int64_t runtime_c, bool relu) {
+  const int64_t c = C > 0 ? C : runtime_c;
+  for (int64_t r = 0; r < rows; ++r) {
+    const int64_t base = r * c;
+    if (relu) {
+      for (int64_t k = 0; k < c; ++k) {
+        const float dyk = Load(dy, base + k);  // loaded unconditionally: a select, no branch
+        const float g = Load(y, base + k) > 0.0f ? dyk : 0.0f;
+        Store(dx, base + k, g * a[k] + (Load(x, base + k) - mean[k]) * b[k] + d[k]);
+        if (dres != nullptr) Store(dres, base + k, g);
+      }
+    } else {
+      for (int64_t k = 0; k < c; ++k) {
+        Store(dx, base + k,
+              Load(dy, base + k) * a[k] + (Load(x, base + k) - mean[k]) * b[k] + d[k]);
+      }
+    }
+  }
+}
+
+// y = max(0, x * a[c] + b[c] + r): BatchNorm with given statistics, plus a residual, then
+// ReLU (oneDNN 3.2 has no inference primitive for fuse_norm_add_relu).
+template <typename T, int64_t C>
+__attribute__((target_clones("avx512f", "avx2", "default"))) void AddReluRows(
+    const T* __restrict x, const T* __restrict r, T* __restrict y, const float* __restrict a,
+    const float* __restrict b, int64_t rows, int64_t runtime_c) {
+  const int64_t c = C > 0 ? C : runtime_c;
+  for (int64_t row = 0; row < rows; ++row) {
+    const int64_t base = row * c;
+    for (int64_t k = 0; k < c; ++k) {
+      const float v = Load(x, base + k) * a[k] + b[k] + Load(r, base + k);
+      Store(y, base + k, v > 0.0f ? v : 0.0f);
+    }
+  }
+}
+
+// Returns fn(width), width a std::integral_constant holding `c` where the loops have a
+// compile-time twin for it, else 0.
+template <typename Fn>
+void WithChannels(int64_t c, Fn&& fn) {
+  switch (c) {
+    case 16: return fn(std::integral_constant<int64_t, 16>{});
+    case 32: return fn(std::integral_constant<int64_t, 32>{});
+    case 64: return fn(std::integral_constant<int64_t, 64>{});
+    case 128: return fn(std::integral_constant<int64_t, 128>{});
+    default: return fn(std::integral_constant<int64_t, 0>{});
+  }
+}
+
+}  // namespace
+}  // namespace cnn_cases
+
+#endif  // CNN_CASES_KERNELS_BATCH_NORM_ROWS_H_
