@@ -72,9 +72,7 @@ def import_torchvision() -> types.ModuleType:
     return torchvision
 
 
-@functools.cache
-def _module_classes() -> types.SimpleNamespace:
-    torch = import_torch()
+def _shortcut_class(torch: types.ModuleType) -> type:
     nn, F = torch.nn, torch.nn.functional
 
     class ShortcutA(nn.Module):
@@ -90,6 +88,12 @@ def _module_classes() -> types.SimpleNamespace:
             extra = self.planes - x.shape[1]
             return F.pad(x, (0, 0, 0, 0, extra // 2, extra - extra // 2)) if extra else x
 
+    return ShortcutA
+
+
+def _block_class(torch: types.ModuleType, shortcut_a: type) -> type:
+    nn, F = torch.nn, torch.nn.functional
+
     class BasicBlock(nn.Module):
         """Two 3x3 convs with BN; with `residual`, the input is added before the last ReLU."""
 
@@ -101,7 +105,7 @@ def _module_classes() -> types.SimpleNamespace:
             self.conv2 = nn.Conv2d(planes, planes, 3, 1, 1, bias=False)
             self.bn2 = bn(planes)
             reshape = stride > 1 or in_planes != planes
-            self.shortcut = ShortcutA(planes, stride) if residual and reshape else None
+            self.shortcut = shortcut_a(planes, stride) if residual and reshape else None
             self.residual = residual
 
         def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -109,6 +113,12 @@ def _module_classes() -> types.SimpleNamespace:
             if self.residual:
                 y = y + (x if self.shortcut is None else self.shortcut(x))
             return F.relu(y)
+
+    return BasicBlock
+
+
+def _resnet_class(torch: types.ModuleType, basic_block: type) -> type:
+    nn, F = torch.nn, torch.nn.functional
 
     class CifarResNet(nn.Module):
         """He et al. section 4.2: depth 6n+2, option A shortcuts; `residual=False`: plain."""
@@ -125,7 +135,7 @@ def _module_classes() -> types.SimpleNamespace:
                 for j in range(n):
                     name = f"stage{i + 1}_block{j + 1}"
                     stride = 2 if i > 0 and j == 0 else 1
-                    self.add_module(name, BasicBlock(in_planes, planes, stride, residual))
+                    self.add_module(name, basic_block(in_planes, planes, stride, residual))
                     self.block_names.append(name)
                     in_planes = planes
             self.head = nn.Linear(in_planes, num_classes)
@@ -136,8 +146,17 @@ def _module_classes() -> types.SimpleNamespace:
                 x = getattr(self, name)(x)
             return self.head(x.mean(dim=(2, 3)))
 
+    return CifarResNet
+
+
+@functools.cache
+def _module_classes() -> types.SimpleNamespace:
+    torch = import_torch()
+    shortcut_a = _shortcut_class(torch)
+    basic_block = _block_class(torch, shortcut_a)
+    cifar_resnet = _resnet_class(torch, basic_block)
     return types.SimpleNamespace(
-        ShortcutA=ShortcutA, BasicBlock=BasicBlock, CifarResNet=CifarResNet
+        ShortcutA=shortcut_a, BasicBlock=basic_block, CifarResNet=cifar_resnet
     )
 
 

@@ -37,24 +37,36 @@ def pad_to_32(x: jax.Array) -> jax.Array:
     return x
 
 
-class LeNet5(nn.Module):
-    """Modern LeNet-5: 6-16-120-84-10 with full C3; 61,706 parameters."""
+class _LeNet(nn.Module):
+    """What both LeNet-5s share: 10 classes, inputs of at least 28x28 (28x28 zero-padded to
+    32x32), valid convolutions."""
 
     num_classes: int = 10
-    activation: str = "tanh"
-    pool: str = "avg"
     dtype: Any = jnp.float32
 
     min_input_size: int = 28
     kernels: str = "auto"  # convolution/BatchNorm implementation: auto, onednn, xla
 
+    def _input_and_conv(
+        self, x: jax.Array, model_name: str
+    ) -> tuple[jax.Array, Callable[..., nn.Conv]]:
+        """`x` checked against `min_input_size`, cast, padded to 32x32; the valid conv."""
+        check_min_size(x, self.min_input_size, model_name)
+        x = pad_to_32(x.astype(self.dtype))
+        return x, conv_factory(self.kernels, padding="VALID", dtype=self.dtype)
+
+
+class LeNet5(_LeNet):
+    """Modern LeNet-5: 6-16-120-84-10 with full C3; 61,706 parameters."""
+
+    activation: str = "tanh"
+    pool: str = "avg"
+
     @nn.compact
     def __call__(self, x: jax.Array, *, train: bool = False) -> jax.Array:
-        check_min_size(x, self.min_input_size, "lenet5")
+        x, conv = self._input_and_conv(x, "lenet5")
         act = _activation(self.activation)
         dense = lambda n, name: nn.Dense(n, dtype=self.dtype, name=name)
-        x = pad_to_32(x.astype(self.dtype))
-        conv = conv_factory(self.kernels, padding="VALID", dtype=self.dtype)
         x = act(conv(6, (5, 5), name="c1")(x))
         x = Pool(self.pool, 2, 2, name="s2")(x)
         x = act(conv(16, (5, 5), name="c3")(x))
@@ -124,7 +136,7 @@ class PartialConv(nn.Module):
         return y + bias
 
 
-class LeNet5Paper(nn.Module):
+class LeNet5Paper(_LeNet):
     """LeNet-5 as in LeCun et al. 1998: partial C3, trainable subsampling, RBF output.
 
     60,000 trainable parameters: C1 156 + S2 12 + C3 1,516 + S4 32 + C5 48,120 + F6 10,164.
@@ -132,18 +144,10 @@ class LeNet5Paper(nn.Module):
     kept in the `constants` collection, and logits are minus the squared distance.
     """
 
-    num_classes: int = 10
-    dtype: Any = jnp.float32
-
-    min_input_size: int = 28
-    kernels: str = "auto"  # convolution/BatchNorm implementation: auto, onednn, xla
-
     @nn.compact
     def __call__(self, x: jax.Array, *, train: bool = False) -> jax.Array:
-        check_min_size(x, self.min_input_size, "lenet5_1998")
+        x, conv = self._input_and_conv(x, "lenet5_1998")
         act = ACTIVATIONS["scaled_tanh"]
-        x = pad_to_32(x.astype(self.dtype))
-        conv = conv_factory(self.kernels, padding="VALID", dtype=self.dtype)
         x = conv(6, (5, 5), name="c1")(x)
         x = act(Subsampling(name="s2")(x))
         x = PartialConv(kernels=self.kernels, name="c3")(x)

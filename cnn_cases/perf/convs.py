@@ -89,6 +89,50 @@ class JaxConvPasses:
         return lambda: self._fns[name](*args)
 
 
+def _conv_passes(
+    layer: dict[str, Any], workload: Workload, seed: int, vs_torch: bool
+) -> dict[str, Any]:
+    """`layer`'s passes by framework: JAX, and PyTorch with `vs_torch`."""
+    passes: dict[str, Any] = {
+        "jax": JaxConvPasses(layer, workload.batch_size, seed, workload.kernels)
+    }
+    if vs_torch:
+        passes["torch"] = pytorch.TorchConvPasses(
+            workload.batch_size,
+            layer["in_shape"],
+            layer["kernel"],
+            layer["features"],
+            layer["strides"],
+            seed,
+        )
+    return passes
+
+
+def _layer_row(
+    layer: dict[str, Any], passes: dict[str, Any], batch_size: int, *, reps: int, warmup: int
+) -> dict[str, Any]:
+    """`layer` with the batch's multiply-adds and the median ms of each pass per framework."""
+    row = {**layer, "macs": layer["macs"] * batch_size}
+    for p in PASSES:  # alternate the frameworks call by call
+        timings = time_calls({f: passes[f].call(p) for f in passes}, reps=reps, warmup=warmup)
+        row.update({f"{f}_{p}_ms": 1000 * timings[f].median for f in passes})
+    return row
+
+
+def _totals(rows: list[dict[str, Any]], framework: str, step_s: float) -> dict[str, float]:
+    """A framework's convolution ms per pass, weighted by layer count, beside its step."""
+    totals = {p: sum(r[f"{framework}_{p}_ms"] * r["count"] for r in rows) for p in PASSES}
+    step_ms = 1000 * step_s
+    conv_ms = sum(totals.values())
+    return {
+        **{f"{p}_ms": v for p, v in totals.items()},
+        "conv_ms": conv_ms,
+        "step_ms": step_ms,
+        "other_ms": step_ms - conv_ms,
+        "conv_share": conv_ms / step_ms,
+    }
+
+
 def profile(
     workload: Workload,
     *,
@@ -108,7 +152,6 @@ def profile(
     layers = distinct_convs(model, workload.input_shape)
     if not layers:
         raise ValueError(f"{workload.model!r} has no convolutions to profile")
-    frameworks = ("jax", "torch") if vs_torch else ("jax",)
     torch_step = None
     if vs_torch:  # first: a model without a PyTorch reference fails before any timing
         pytorch.set_threads(torch_threads)
@@ -118,24 +161,8 @@ def profile(
         steps["torch"] = torch_step.step
     rows = []
     for i, layer in enumerate(layers):
-        seed = workload.seed + i
-        passes = {"jax": JaxConvPasses(layer, workload.batch_size, seed, workload.kernels)}
-        if vs_torch:
-            passes["torch"] = pytorch.TorchConvPasses(
-                workload.batch_size,
-                layer["in_shape"],
-                layer["kernel"],
-                layer["features"],
-                layer["strides"],
-                seed,
-            )
-        row = {**layer, "macs": layer["macs"] * workload.batch_size}
-        for p in PASSES:  # alternate the frameworks call by call
-            timings = time_calls(
-                {f: passes[f].call(p) for f in frameworks}, reps=reps, warmup=warmup
-            )
-            row.update({f"{f}_{p}_ms": 1000 * timings[f].median for f in frameworks})
-        rows.append(row)
+        passes = _conv_passes(layer, workload, workload.seed + i, vs_torch)
+        rows.append(_layer_row(layer, passes, workload.batch_size, reps=reps, warmup=warmup))
 
     step_timings = time_calls(steps, reps=step_reps, warmup=warmup)
 
@@ -147,17 +174,8 @@ def profile(
         "kernels": workload.kernels,
         "layers": rows,
     }
-    for f in frameworks:
-        totals = {p: sum(r[f"{f}_{p}_ms"] * r["count"] for r in rows) for p in PASSES}
-        step_ms = 1000 * step_timings[f].median
-        conv_ms = sum(totals.values())
-        out[f] = {
-            **{f"{p}_ms": v for p, v in totals.items()},
-            "conv_ms": conv_ms,
-            "step_ms": step_ms,
-            "other_ms": step_ms - conv_ms,
-            "conv_share": conv_ms / step_ms,
-        }
+    for f in steps:
+        out[f] = _totals(rows, f, step_timings[f].median)
     return out
 
 

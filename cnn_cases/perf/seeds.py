@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 import time
+from collections.abc import Callable
 from typing import Any
 
 import jax
@@ -26,6 +27,47 @@ from cnn_cases.perf.workload import Workload
 from cnn_cases.report.tables import format_table
 
 
+def _random_batches(workload: Workload, seeds: int) -> tuple[jax.Array, jax.Array]:
+    """One random batch per seed, stacked: images (seeds, N, H, W, C) and labels (seeds, N)."""
+    rng = np.random.default_rng(workload.seed)
+    batches = [workload.random_batch(rng) for _ in range(seeds)]
+    images = jnp.asarray(np.stack([b[0] for b in batches]), jnp.float32)
+    labels = jnp.asarray(np.stack([b[1] for b in batches]), jnp.int32)
+    return images, labels
+
+
+def _compiled_steps(
+    step: Callable[..., Any], stacked: Any, single: Any, inputs: tuple[jax.Array, ...]
+) -> tuple[Any, Any, dict[str, float]]:
+    """`step` compiled vmapped over the stacked states and for one seed, with compile seconds.
+
+    `inputs` are the stacked images, labels and keys; `single` is one seed's state.
+    """
+    compile_s = {}
+    start = time.perf_counter()
+    vmapped = jax.jit(jax.vmap(step), donate_argnums=0).lower(stacked, *inputs)
+    vmapped = vmapped.compile()
+    compile_s["vmapped"] = time.perf_counter() - start
+    start = time.perf_counter()
+    one = jax.jit(step, donate_argnums=0).lower(single, *(a[0] for a in inputs))
+    one = one.compile()
+    compile_s["one_by_one"] = time.perf_counter() - start
+    return vmapped, one, compile_s
+
+
+def _max_param_difference(stacked: Any, singles: list[Any]) -> float:
+    """The largest absolute difference between seed k's stacked and own parameters, any k."""
+    return max(
+        float(jnp.max(jnp.abs(a[k] - b)))
+        for k in range(len(singles))
+        for a, b in zip(
+            jax.tree_util.tree_leaves(stacked.params),
+            jax.tree_util.tree_leaves(singles[k].params),
+            strict=True,
+        )
+    )
+
+
 def benchmark(
     workload: Workload, *, seeds: int = 3, warmup: int = 2, reps: int = 5, steps_per_rep: int = 2
 ) -> dict[str, Any]:
@@ -37,23 +79,11 @@ def benchmark(
     model = defaults.create_model(config, workload.num_classes)
     stacked = steps.create_seed_states(model, config, workload.input_shape)
     singles = [steps.unstack(stacked, k) for k in range(seeds)]
-    rng = np.random.default_rng(workload.seed)
-    batches = [workload.random_batch(rng) for _ in range(seeds)]
-    images = jnp.asarray(np.stack([b[0] for b in batches]), jnp.float32)
-    labels = jnp.asarray(np.stack([b[1] for b in batches]), jnp.int32)
+    images, labels = _random_batches(workload, seeds)
     keys = jnp.stack([jax.random.PRNGKey(s) for s in steps.seed_list(config)])
 
     step = functools.partial(steps.train_step, aux_loss_weight=config.aux_loss_weight)
-
-    compile_s = {}
-    start = time.perf_counter()
-    vmapped = jax.jit(jax.vmap(step), donate_argnums=0).lower(stacked, images, labels, keys)
-    vmapped = vmapped.compile()
-    compile_s["vmapped"] = time.perf_counter() - start
-    start = time.perf_counter()
-    single = jax.jit(step, donate_argnums=0).lower(singles[0], images[0], labels[0], keys[0])
-    single = single.compile()
-    compile_s["one_by_one"] = time.perf_counter() - start
+    vmapped, single, compile_s = _compiled_steps(step, stacked, singles[0], (images, labels, keys))
     states = {"vmapped": stacked, "one_by_one": singles}
 
     def run_vmapped() -> Any:
@@ -77,15 +107,7 @@ def benchmark(
     )
     v, o = timing["vmapped"].median, timing["one_by_one"].median
     # Both ran the same steps on the same batches: seed k's parameters must agree.
-    difference = max(
-        float(jnp.max(jnp.abs(a[k] - b)))
-        for k in range(seeds)
-        for a, b in zip(
-            jax.tree_util.tree_leaves(states["vmapped"].params),
-            jax.tree_util.tree_leaves(states["one_by_one"][k].params),
-            strict=True,
-        )
-    )
+    difference = _max_param_difference(states["vmapped"], states["one_by_one"])
     return {
         "model": workload.model,
         "batch_size": workload.batch_size,

@@ -27,7 +27,7 @@ from cnn_cases.analysis import costs
 from cnn_cases.data import input_pipeline, splits
 from cnn_cases.interop import pytorch
 from cnn_cases.kernels import library
-from cnn_cases.perf.timing import time_calls
+from cnn_cases.perf.timing import Timing, time_calls
 from cnn_cases.perf.workload import JaxTrainStep, Workload
 from cnn_cases.report.tables import format_table
 
@@ -62,6 +62,89 @@ def pipeline_images_per_s(
     return size / timing["pipeline"].median
 
 
+def _measured(workload: Workload, jax_step: JaxTrainStep, macs: float) -> dict[str, Any]:
+    """What was measured: the model, its settings, its parameters and multiply-adds."""
+    return {
+        "model": workload.model,
+        "batch_size": workload.batch_size,
+        "dtype": workload.dtype,
+        "scan": workload.scan,
+        "kernels": workload.kernels,
+        "onednn": library.use_onednn(jax_step.model.kernels),
+        "width": workload.width,
+        "params": jax_step.params,
+        "macs_per_image": int(macs),
+    }
+
+
+def _machine() -> dict[str, Any]:
+    """Where it was measured: JAX, its backend and flags, the CPUs and their load."""
+    return {
+        "jax_version": jax.__version__,
+        "backend": jax.default_backend(),
+        "xla_flags": os.environ.get("XLA_FLAGS", ""),
+        "cpu_count": os.cpu_count(),
+        "load_avg_1m": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
+    }
+
+
+def _conventional_macs(workload: Workload) -> float:
+    """The conventional multiply-adds per image, counted on the unscanned model.
+
+    costs.py sees a scanned body only once.
+    """
+    cost_model = models.get_model(
+        workload.model, num_classes=workload.num_classes, **workload.model_kwargs(scan=False)
+    )
+    return costs.model_cost(cost_model, workload.input_shape).macs
+
+
+def _jax_rates(
+    timing: Timing, batch_size: int, macs: float, peak: float, peak_tflops: float | None
+) -> dict[str, Any]:
+    """The JAX step's images/s and GFLOP/s, against the matmul peak and `peak_tflops`."""
+    jax_ips = timing.rates(batch_size)
+    images_per_s = statistics.median(jax_ips)
+    gflops = images_per_s * 3 * 2 * macs / 1e9
+    return {
+        "images_per_s": images_per_s,
+        "step_ms": 1e3 * batch_size / images_per_s,
+        "images_per_s_reps": jax_ips,
+        "gflops": gflops,
+        "peak_gflops": peak,
+        "pct_of_peak": 100 * gflops / peak,
+        "mfu": gflops / (1e3 * peak_tflops) if peak_tflops else None,
+        "mfu_peak_tflops": peak_tflops,
+    }
+
+
+def _torch_results(
+    timings: dict[str, Timing],
+    torch_step: pytorch.TorchTrainStep,
+    threads: int,
+    first: Timing,
+    macs: float,
+    batch_size: int,
+) -> dict[str, Any]:
+    """PyTorch's images/s and GFLOP/s, and JAX's speed over it, from the alternated reps."""
+    torch_ips = timings["torch"].rates(batch_size)
+    torch_median = statistics.median(torch_ips)
+    jax_s, torch_s = timings["jax"].seconds, timings["torch"].seconds
+    return {
+        "torch_images_per_s": torch_median,
+        "torch_images_per_s_reps": torch_ips,
+        "torch_gflops": torch_median * 3 * 2 * macs / 1e9,
+        "torch_params": torch_step.params,
+        "torch_threads": threads,
+        "torch_version": pytorch.import_torch().__version__,
+        "torch_first_step_s": first.median,
+        "ratio_jax_over_torch": statistics.median(timings["jax"].rates(batch_size)) / torch_median,
+        "ratio_jax_over_torch_paired": statistics.median(
+            t / j for j, t in zip(jax_s, torch_s, strict=True)
+        ),
+    }
+
+
 def benchmark(
     workload: Workload,
     *,
@@ -88,18 +171,12 @@ def benchmark(
         first = time_calls({"torch": torch_step.step}, reps=1)["torch"]
     peak = matmul_gflops(matmul_size)
     jax_step = JaxTrainStep(workload)
-    # Conventional count from the unscanned model (costs.py sees a scanned body only once).
-    cost_model = models.get_model(
-        workload.model, num_classes=workload.num_classes, **workload.model_kwargs(scan=False)
-    )
-    macs = costs.model_cost(cost_model, workload.input_shape).macs
+    macs = _conventional_macs(workload)
     steps = {"jax": jax_step.step}
     if vs_torch:
         steps["torch"] = torch_step.step
     timings = time_calls(steps, reps=reps, warmup=warmup, number=steps_per_rep)
-    jax_ips = timings["jax"].rates(workload.batch_size)
-    images_per_s = statistics.median(jax_ips)
-    gflops = images_per_s * 3 * 2 * macs / 1e9
+    rates = _jax_rates(timings["jax"], workload.batch_size, macs, peak, peak_tflops)
     pipe_ips = pipeline_images_per_s(
         dataset,
         batch_size=workload.batch_size,
@@ -108,50 +185,17 @@ def benchmark(
         data_dir=data_dir,
     )
     out: dict[str, Any] = {
-        "model": workload.model,
-        "batch_size": workload.batch_size,
-        "dtype": workload.dtype,
-        "scan": workload.scan,
-        "kernels": workload.kernels,
-        "onednn": library.use_onednn(jax_step.model.kernels),
-        "width": workload.width,
-        "params": jax_step.params,
-        "macs_per_image": int(macs),
-        "images_per_s": images_per_s,
-        "step_ms": 1e3 * workload.batch_size / images_per_s,
-        "images_per_s_reps": jax_ips,
-        "gflops": gflops,
-        "peak_gflops": peak,
-        "pct_of_peak": 100 * gflops / peak,
-        "mfu": gflops / (1e3 * peak_tflops) if peak_tflops else None,
-        "mfu_peak_tflops": peak_tflops,
+        **_measured(workload, jax_step, macs),
+        **rates,
         "compile_s": jax_step.compile_s,
         "pipeline_images_per_s": pipe_ips,
-        "pipeline_ratio": pipe_ips / images_per_s,
+        "pipeline_ratio": pipe_ips / rates["images_per_s"],
         "dataset": dataset,
-        "jax_version": jax.__version__,
-        "backend": jax.default_backend(),
-        "xla_flags": os.environ.get("XLA_FLAGS", ""),
-        "cpu_count": os.cpu_count(),
-        "load_avg_1m": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
+        **_machine(),
     }
     if vs_torch:
-        torch_ips = timings["torch"].rates(workload.batch_size)
-        torch_median = statistics.median(torch_ips)
-        jax_s, torch_s = timings["jax"].seconds, timings["torch"].seconds
-        out.update(
-            torch_images_per_s=torch_median,
-            torch_images_per_s_reps=torch_ips,
-            torch_gflops=torch_median * 3 * 2 * macs / 1e9,
-            torch_params=torch_step.params,
-            torch_threads=torch_threads,
-            torch_version=pytorch.import_torch().__version__,
-            torch_first_step_s=first.median,
-            ratio_jax_over_torch=images_per_s / torch_median,
-            ratio_jax_over_torch_paired=statistics.median(
-                t / j for j, t in zip(jax_s, torch_s, strict=True)
-            ),
-        )
+        batch_size = workload.batch_size
+        out.update(_torch_results(timings, torch_step, torch_threads, first, macs, batch_size))
     return out
 
 
