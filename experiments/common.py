@@ -10,8 +10,10 @@ import jax
 import ml_collections
 from absl import app, flags
 
-from cnn_cases.engine import launch, parallel, periodic, steps, train
+from cnn_cases.engine import guard, launch, parallel, periodic, steps, train
 from cnn_cases.studies import template
+
+_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # where experiments/ is
 
 _COORDINATOR = flags.DEFINE_string(
     "coordinator_address",
@@ -41,6 +43,12 @@ def _fail(message: str) -> None:
     sys.exit(1)
 
 
+def _one_line(e: Exception) -> str:
+    if isinstance(e, OSError) and e.strerror:  # a full disk, a file that cannot be read
+        return f"{e.strerror}: {e.filename!r}" if e.filename else e.strerror
+    return str(e)
+
+
 def run(
     main: Callable[[Sequence[str]], None],
     flags_parser: Callable[[Sequence[str]], Sequence[str]] | None = None,
@@ -50,10 +58,16 @@ def run(
     def wrapped(argv: Sequence[str]) -> None:
         try:
             main(argv)
-        except (ValueError, train.NonFiniteLossError) as e:
+        except guard.Interrupted as e:
+            print(str(e), file=sys.stderr)
+            sys.exit(e.exit_code)
+        except KeyboardInterrupt:
+            print("interrupted; rerun the same command to resume", file=sys.stderr)
+            sys.exit(guard.EXIT_INTERRUPTED)
+        except (ValueError, train.NonFiniteLossError, OSError) as e:
             if os.environ.get("CNN_CASES_TRACEBACK"):
                 raise
-            _fail(str(e))
+            _fail(_one_line(e))
 
     if flags_parser is None:
         app.run(wrapped)
@@ -71,6 +85,7 @@ def define_flags(
     Returns the workdir flag and the flags parser for `run`: a bad --config flag is one line.
     """
     try:  # presets and keys first; the default is parsed (with the overrides) right here
+        sys.argv[1:] = launch.resolve_config_path(sys.argv[1:], _ROOT)
         launch.check_config_args(sys.argv[1:], get_config)
         launch.define_config_flag(launcher_file, flags.FLAGS)
     except ValueError as e:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
+import signal
 import statistics
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
@@ -28,7 +29,7 @@ from absl import logging
 from cnn_cases import models
 from cnn_cases.analysis import costs
 from cnn_cases.data import input_pipeline, splits
-from cnn_cases.engine import defaults, loading, parallel, periodic, rundir, steps
+from cnn_cases.engine import defaults, guard, loading, parallel, periodic, rundir, steps
 from cnn_cases.engine.rundir import RunResult
 
 
@@ -53,8 +54,19 @@ def train(
     floating-point rounding.
     """
     rundir.check_workdir(workdir)
+    with guard.workdir_lock(workdir):
+        return _train_locked(config, workdir, stop_after, init_variables)
+
+
+def _train_locked(
+    config: ml_collections.ConfigDict,
+    workdir: str,
+    stop_after: int | None,
+    init_variables: Mapping[str, Any] | None,
+) -> list[RunResult] | None:
     if (finished := loading.stored_results(config, workdir)) is not None:
         return finished
+    defaults.validate(config)  # the model, its arguments, sizes and steps: before any data
     parallel.check_batch_size(config.batch_size)
     parallel.check_batch_size(config.eval_batch_size, "eval_batch_size")
     data = loading.load_data(config, workdir)
@@ -65,7 +77,8 @@ def train(
         state, start = run.restore(parallel.replicate(mesh, state))
         end = config.num_steps if stop_after is None else min(config.num_steps, start + stop_after)
         run.say(_start_line(config, state, len(run.seeds)))
-        state = _loop(run, state, start, end)
+        with guard.stop_signals() if jax.process_count() == 1 else contextlib.nullcontext():
+            state = _loop(run, state, start, end)
         if end < config.num_steps:
             return None
         results = _final_results(run, state)
@@ -246,13 +259,26 @@ def _loop(run: _Run, state: steps.TrainState, start: int, end: int) -> steps.Tra
                 pending = []
                 for action in due:
                     action(step, state, means)
+            if step < end and (signum := _stop_signal(run, step)) is not None:
+                _check_finite(pending, run)  # a non-finite state is never saved
+                run.save(step, state, force=True)
+                raise guard.Interrupted(signum, step, run.workdir)
     finally:
         batches.close()
         run.ckpt.wait_until_finished()
+    _check_finite(pending, run)
     if run.ckpt.latest_step() != end:
         run.save(end, state, force=True)
         run.ckpt.wait_until_finished()
     return state
+
+
+def _stop_signal(run: _Run, step: int) -> int | None:
+    """SIGTERM or SIGINT if one asks the run to stop at this step. Several processes stop
+    together, at the step Orbax's preemption sync agrees on."""
+    if jax.process_count() > 1:
+        return signal.SIGTERM if run.ckpt.reached_preemption(step) else None
+    return guard.stop_requested()
 
 
 def _log_train(run: _Run, clock: periodic.Progress, step: int, _: Any, means: dict) -> None:
@@ -325,10 +351,15 @@ def _check_finite(pending: list[tuple[int, dict[str, jax.Array]]], run: _Run) ->
             else f"parameters became non-finite (loss {lk:.4g})"
         )
         seed = f" (seed {run.seeds[k]})" if len(run.seeds) > 1 else ""
+        kept = (
+            f"the last good checkpoint (step {run.last_good}) is kept in {run.workdir!r}"
+            if run.last_good
+            else f"no checkpoint was saved in {run.workdir!r}"
+        )
         raise NonFiniteLossError(
-            f"{what} at step {s}{seed}; stopping. The last good checkpoint (step "
-            f"{run.last_good}) is kept in {run.workdir!r}; lower the learning rate or check "
-            "the input data"
+            f"{what} at step {s}{seed}; stopping: {kept}. A run resumes only with its own "
+            "learning rate: lower --config.learning_rate with a new --workdir, or check the "
+            "input data"
         )
     keys = [k for k in host[0][1] if k != "params_finite"] if host else []
     return {k: np.mean([m[k] for _, m in host], axis=0).tolist() for k in keys}

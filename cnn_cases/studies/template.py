@@ -24,7 +24,7 @@ import jax
 import ml_collections
 from absl import logging
 
-from cnn_cases.engine import defaults, loading, rundir, train
+from cnn_cases.engine import defaults, guard, loading, rundir, train
 from cnn_cases.engine.loading import load_variables as load_variables
 from cnn_cases.engine.loading import normalised_examples as normalised_examples
 from cnn_cases.engine.loading import stored_results as stored_results
@@ -179,7 +179,11 @@ class Study:
         `stop_after` stopped it; rerunning resumes)."""
         self.validate(config)
         rundir.check_workdir(workdir)
-        job = Job(config, self.variants(config), workdir, stop_after)
+        with guard.workdir_lock(workdir):  # one writer for every net under the workdir
+            return self._run(Job(config, self.variants(config), workdir, stop_after))
+
+    def _run(self, job: Job) -> Results | None:
+        config = job.config
         for line in self.introduce(job):
             say(config, line)
         runs = self.train(job)
