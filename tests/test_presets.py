@@ -34,7 +34,7 @@ ACCELERATOR_PRESETS = (launch.ACCELERATOR_PRESET, launch.COLAB_PRESET)
 # preset's at another width (inception_bottleneck's and googlenet_aux's are; they are built
 # and counted below instead, which costs no compilation).
 TRAINED = [(s, launch.ACCELERATOR_PRESET) for s in STUDIES] + [
-    (s, launch.COLAB_PRESET) for s in (resnet_depth, lenet5, why_resnets)
+    (s, launch.COLAB_PRESET) for s in (resnet_depth, lenet5, why_resnets_configs)
 ]
 
 

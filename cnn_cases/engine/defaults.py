@@ -76,10 +76,36 @@ def default_config() -> ml_collections.ConfigDict:
 def create_model(config: ml_collections.ConfigDict, num_classes: int) -> nn.Module:
     """The registry model `config.model` with `config.model_kwargs`, dtype and kernels."""
     kwargs = dict(config.model_kwargs)
-    return models.get_model(
-        config.model,
-        num_classes=num_classes,
-        dtype=jnp.dtype(config.dtype),
-        kernels=config.kernels,
-        **kwargs,
-    )
+    try:
+        dtype = jnp.dtype(config.dtype)
+    except TypeError:
+        raise ValueError(f"dtype={config.dtype!r} (valid: float32, bfloat16)") from None
+    try:
+        return models.get_model(
+            config.model, num_classes=num_classes, dtype=dtype, kernels=config.kernels, **kwargs
+        )
+    except TypeError as e:  # an argument the model does not take
+        raise ValueError(f"model {config.model!r} with model_kwargs {kwargs}: {e}") from None
+
+
+def validate(config: ml_collections.ConfigDict) -> None:
+    """One-line ValueError for a run's config that cannot train: sizes, steps and cadences,
+    dtype, kernels, the model and its arguments. Reads no data."""
+    for key, least in (("num_steps", 1), ("batch_size", 1), ("eval_batch_size", 1)):
+        _check_count(config, key, least)
+    for key in ("log_every", "eval_every", "checkpoint_every", "warmup_steps"):
+        _check_count(config, key, 0)
+    _check_count(config, "downsample", 1)
+    _check_count(config, "seeds", 1)
+    if config.kernels not in KERNELS:
+        raise ValueError(f"kernels={config.kernels!r} (valid: {', '.join(KERNELS)})")
+    create_model(config, num_classes=10)
+
+
+KERNELS = ("auto", "onednn", "xla")
+
+
+def _check_count(config: ml_collections.ConfigDict, key: str, least: int) -> None:
+    value = config[key]
+    if isinstance(value, bool) or not isinstance(value, int) or value < least:
+        raise ValueError(f"{key}={value!r} must be a whole number >= {least}")

@@ -9,6 +9,7 @@ checked (`check_config_args`) before the flags are parsed, so a bad one is one l
 from __future__ import annotations
 
 import difflib
+import os
 from collections.abc import Callable, Sequence
 from types import ModuleType
 
@@ -116,6 +117,25 @@ def check_config_args(
                     f"unknown config key {path!r}{hint}; valid keys: " + ", ".join(sorted(keys))
                 )
             node = node[part]
+
+
+def resolve_config_path(argv: Sequence[str], root: str) -> list[str]:
+    """`argv` with a relative `--config=FILE[:PRESET]` that is not found here resolved
+    against `root` (the directory that holds experiments/); a one-line ValueError if it is in
+    neither."""
+    out = []
+    for arg in argv:
+        if arg.startswith("--config=") and not arg.startswith("--config=/"):
+            path, _, preset = arg.removeprefix("--config=").partition(":")
+            if not os.path.exists(path):
+                there = os.path.join(root, path)
+                if not os.path.exists(there):
+                    raise ValueError(
+                        f"config file {path!r} not found in {os.getcwd()!r} nor in {root!r}"
+                    )
+                arg = f"--config={there}" + (f":{preset}" if preset else "")
+        out.append(arg)
+    return out
 
 
 def first_line(e: Exception) -> str:

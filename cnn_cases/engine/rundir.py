@@ -8,12 +8,16 @@
       checkpoints/      Orbax checkpoints by step: the train state and the run's history
       result.json       written once, when the run has finished (`RunResult`; a list of them,
                         one per seed, for a run of several seeds)
+      .lock             held by the process writing here (`guard.workdir_lock`)
+      checkpoints_damaged/  checkpoints that could not be read, moved aside on resume
 
-Only process 0 writes files; every process reads them.
+Only process 0 writes files; every process reads them. Files are rewritten whole
+(`write_atomic`: a temporary file, fsynced, renamed), so a failure part-way leaves the old one.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import itertools
 import json
@@ -27,6 +31,7 @@ import jax
 import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
+from absl import logging
 
 
 @dataclasses.dataclass
@@ -47,6 +52,8 @@ class RunResult:
 
 def check_workdir(workdir: str) -> None:
     """Creates `workdir` or raises a one-line ValueError if it cannot be written."""
+    if os.path.exists(workdir) and not os.path.isdir(workdir):
+        raise ValueError(f"workdir {workdir!r} is a file, not a directory; pass another --workdir")
     try:
         os.makedirs(workdir, exist_ok=True)
         probe = os.path.join(workdir, f".write_test_{os.getpid()}")
@@ -60,18 +67,37 @@ def check_workdir(workdir: str) -> None:
         ) from None
 
 
+def write_atomic(path: str, text: str) -> None:
+    """`text` into `path` whole or not at all: a temporary file of this process, fsynced,
+    then renamed over `path` (a failure part-way leaves the old file as it was)."""
+    tmp = f"{path}.tmp.{os.getpid()}"
+    try:
+        with open(tmp, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.remove(tmp)
+        raise
+
+
 def write_json(path: str, obj: Any) -> None:
     """Atomic JSON write (a reader never sees half a file); process 0 only."""
-    if jax.process_index() != 0:
-        return
-    with open(path + ".tmp", "w") as f:
-        json.dump(obj, f, indent=2, sort_keys=False)
-    os.replace(path + ".tmp", path)
+    if jax.process_index() == 0:
+        write_atomic(path, json.dumps(obj, indent=2, sort_keys=False))
 
 
 def read_json(path: str) -> Any:
-    with open(path) as f:
-        return json.load(f)
+    """A JSON file of the run directory; a one-line ValueError naming it if it is damaged."""
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(
+            f"{path!r} is damaged ({e}); restore it or remove it to start that run again"
+        ) from None
 
 
 def check_config(
@@ -126,12 +152,21 @@ def write_results(workdir: str, results: list[RunResult]) -> None:
 
 
 def read_metrics(workdir: str, kind: str | None = None) -> list[dict[str, Any]]:
-    """Rows of `metrics.jsonl` (of one `kind`, "train" or "eval", if given)."""
+    """Rows of `metrics.jsonl` (of one `kind`, "train" or "eval", if given). A torn last line
+    (a crash or a full disk mid-append) is dropped with one warning."""
     path = os.path.join(workdir, "metrics.jsonl")
     if not os.path.exists(path):
         return []
     with open(path) as f:
-        rows = [json.loads(line) for line in f if line.strip()]
+        lines = [line for line in f if line.strip()]
+    rows = []
+    for i, line in enumerate(lines):
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            if i < len(lines) - 1:
+                raise ValueError(f"{path!r} is damaged at line {i + 1}") from None
+            logging.warning("%s: dropped its torn last line %d", path, i + 1)
     return [r for r in rows if kind is None or r["kind"] == kind]
 
 
@@ -220,9 +255,7 @@ class MetricsWriter:
         self._tb: EventWriter | None = None
         if not self.enabled:
             return
-        with open(self._path + ".tmp", "w") as f:
-            f.writelines(json.dumps(r) + "\n" for r in history.rows)
-        os.replace(self._path + ".tmp", self._path)
+        write_atomic(self._path, "".join(json.dumps(r) + "\n" for r in history.rows))
         self._tb = EventWriter(os.path.join(workdir, "tensorboard"), first_step)
 
     def write(self, row: Mapping[str, Any]) -> None:
@@ -255,9 +288,12 @@ def dataset_mean(workdir: str, compute: Callable[[], np.ndarray]) -> np.ndarray:
         return np.load(path)
     mean = compute()
     if jax.process_index() == 0:
-        with open(path + ".tmp", "wb") as f:
+        tmp = f"{path}.tmp.{os.getpid()}"
+        with open(tmp, "wb") as f:
             np.save(f, mean)
-        os.replace(path + ".tmp", path)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
     return mean
 
 
@@ -265,7 +301,9 @@ def checkpoint_manager(workdir: str, *, max_to_keep: int | None = None) -> ocp.C
     """Orbax manager of `workdir/checkpoints` (created if missing)."""
     return ocp.CheckpointManager(
         os.path.abspath(os.path.join(workdir, "checkpoints")),
-        options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True),
+        options=ocp.CheckpointManagerOptions(
+            max_to_keep=max_to_keep, create=True, cleanup_tmp_directories=True
+        ),
     )
 
 
@@ -280,14 +318,38 @@ def save_checkpoint(
 
 
 def restore_latest(mngr: ocp.CheckpointManager, state: Any) -> tuple[Any, History, int]:
-    """The latest checkpoint's state (in `state`'s structure and shardings), history and step;
-    `state`, an empty history and 0 when there is no checkpoint."""
-    step = mngr.latest_step()
-    if step is None:
-        return state, History(), 0
+    """The newest readable checkpoint's state (in `state`'s structure and shardings), history
+    and step; `state`, an empty history and 0 when there is none.
+
+    A checkpoint that cannot be read is moved aside to `checkpoints_damaged/` (with one
+    warning saying which step and why) and the next older one is tried.
+    """
     args = ocp.args.Composite(state=ocp.args.StandardRestore(state), history=ocp.args.JsonRestore())
-    restored = mngr.restore(step, args=args)
-    return restored.state, History(restored.history["rows"]), step
+    skipped = False
+    while (step := mngr.latest_step()) is not None:
+        try:
+            restored = mngr.restore(step, args=args)
+            return restored.state, History(restored.history["rows"]), step
+        except Exception as e:  # any unreadable file: keep it aside, say why, go back one
+            _move_aside(mngr, step, e)
+            skipped = True
+    if skipped:
+        logging.warning("%s: no readable checkpoint; the run starts at step 0", mngr.directory)
+    return state, History(), 0
+
+
+def _move_aside(mngr: ocp.CheckpointManager, step: int, error: Exception) -> None:
+    """Moves checkpoint `step` out of the manager's directory, keeping it, and says why."""
+    src = os.path.join(str(mngr.directory), str(step))
+    aside = os.path.join(os.path.dirname(str(mngr.directory)), "checkpoints_damaged")
+    dst = os.path.join(aside, f"{step}.{int(time.time())}")
+    lines = str(error).strip().splitlines()
+    reason = lines[0][:200] if lines else type(error).__name__
+    if jax.process_index() == 0:
+        os.makedirs(aside, exist_ok=True)
+        os.replace(src, dst)
+    logging.warning("checkpoint at step %d is unreadable (%s); moved to %s", step, reason, dst)
+    mngr.reload()
 
 
 def restore_checkpoint(workdir: str, step: int | None = None) -> dict[str, Any]:
