@@ -36,7 +36,7 @@ def test_report_labels_multiply_adds():
     assert "parameters" in text
 
 
-def test_case_studies_summary_shows_zero_differences():
+def test_counts_summary_shows_zero_differences():
     text = counts.summary_table()
     for name in ("lenet5 ", "vgg16 ", "resnet50 ", "resnet110 "):
         row = next(line for line in text.splitlines() if line.startswith(name))

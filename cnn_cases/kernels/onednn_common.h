@@ -10,7 +10,7 @@
 //
 // vmap: every buffer may carry extra leading dimensions, the same on all of a call's
 // buffers (jax.ffi's "broadcast_all"); a handler runs its operation once per index of
-// them, on the buffers' slices in place (e.g. the seeds of `train_seeds`, each with its
+// them, on the buffers' slices in place (e.g. the seeds of one `train.train` run, each with its
 // own kernel, batch and statistics).
 //
 // Primitives are created once per shape and kept in a cache.
