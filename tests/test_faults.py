@@ -233,3 +233,13 @@ def test_a_resume_after_the_final_evaluation_writes_no_row_twice(tmp_path, monke
     assert [r["step"] for r in result.curves] == [1, 2]
     rows = [(r["step"], r["kind"]) for r in rundir.read_metrics(str(workdir))]
     assert len(rows) == len(set(rows)) and (2, "eval") in rows
+
+
+def test_a_study_checks_every_variant_before_it_reads_data(tmp_path):
+    from cnn_cases.studies import lenet5
+    from experiments import lenet5 as lenet5_configs
+
+    config = lenet5_configs.get_config("smoke")
+    config.data_dir, config.download, config.batch_size = str(tmp_path / "empty"), False, -4
+    with pytest.raises(ValueError, match=r"batch_size=-4 must be a whole number >= 1"):
+        lenet5.STUDY.run(config, str(tmp_path / "run"))  # not: mnist not found in empty/

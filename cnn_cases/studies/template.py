@@ -177,10 +177,13 @@ class Study:
     ) -> Results | None:
         """Trains every variant, writes the study's files and returns `results` (None if
         `stop_after` stopped it; rerunning resumes)."""
+        configs = self.variants(config)
+        for c in configs.values():  # every variant's model, sizes and steps, before any data
+            defaults.validate(c)
         self.validate(config)
         rundir.check_workdir(workdir)
         with guard.workdir_lock(workdir):  # one writer for every net under the workdir
-            return self._run(Job(config, self.variants(config), workdir, stop_after))
+            return self._run(Job(config, configs, workdir, stop_after))
 
     def _run(self, job: Job) -> Results | None:
         config = job.config
