@@ -82,7 +82,8 @@ _OWN_CODE = tuple(os.sep + d + os.sep for d in ("cnn_cases", "experiments"))
 
 
 class _OwnInfo(logging.Filter):
-    """INFO and below only from this project's code: Orbax and TFDS log every save and read."""
+    """INFO and below only from this project's code: Orbax, TFDS and JAX log every save, read
+    and backend they try."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         return record.levelno >= logging.WARNING or any(d in record.pathname for d in _OWN_CODE)
@@ -93,6 +94,6 @@ def log_progress() -> None:
     and the warnings of every library; the launchers call it unless --verbosity is given."""
     absl_logging.set_verbosity(absl_logging.INFO)
     absl_logging.use_absl_handler()
-    logger = absl_logging.get_absl_logger()
-    if not any(isinstance(f, _OwnInfo) for f in logger.filters):
-        logger.addFilter(_OwnInfo())
+    handler = absl_logging.get_absl_handler()  # every logger's records reach it, JAX's too
+    if not any(isinstance(f, _OwnInfo) for f in handler.filters):
+        handler.addFilter(_OwnInfo())
