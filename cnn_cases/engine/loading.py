@@ -4,7 +4,6 @@ results and variables."""
 from __future__ import annotations
 
 import dataclasses
-import functools
 import os
 from typing import Any
 
@@ -32,23 +31,23 @@ class Data:
         return self.train.num_classes
 
 
-def load_data(
-    config: ml_collections.ConfigDict, workdir: str | None = None, *, with_mean: bool = True
-) -> Data:
+def load_split(config: ml_collections.ConfigDict, split: str) -> splits.Split:
+    """One split of the config's dataset as its runs see it (downsampled, cached)."""
+    loaded = splits.load_split(
+        config.dataset, split, data_dir=config.data_dir, download=config.download
+    )
+    return splits.downsample(loaded, config.downsample)
+
+
+def load_data(config: ml_collections.ConfigDict, workdir: str | None = None) -> Data:
     """The config's train and test splits as its runs see them (downsampled, cached).
 
     With a `workdir`, the mean is the one stored with that run (computed and stored the first
-    time), so a resumed run normalises as it began; `with_mean=False` leaves it out.
+    time), so a resumed run normalises as it began.
     """
-    load = functools.partial(
-        splits.load_split, config.dataset, data_dir=config.data_dir, download=config.download
-    )
-    train, test = (
-        splits.downsample(load(s), config.downsample)
-        for s in (config.train_split, config.test_split)
-    )
+    train, test = (load_split(config, s) for s in (config.train_split, config.test_split))
     mean = None
-    if config.mean_subtract and with_mean:
+    if config.mean_subtract:
         compute = lambda: splits.per_pixel_mean(train.images)
         mean = compute() if workdir is None else rundir.dataset_mean(workdir, compute)
     return Data(train, test, mean, splits.image_shape(train, config.pad_to))

@@ -24,6 +24,7 @@ import jax
 import ml_collections
 from absl import logging
 
+from cnn_cases.data import splits
 from cnn_cases.engine import defaults, guard, loading, rundir, train
 from cnn_cases.engine.loading import load_variables as load_variables
 from cnn_cases.engine.loading import normalised_examples as normalised_examples
@@ -52,14 +53,15 @@ def net_dir(workdir: str, name: str) -> str:
 
 def image_shape(config: ml_collections.ConfigDict) -> tuple[int, int, int]:
     """(H, W, C) of the study's training images, as its runs see them."""
-    return loading.load_data(config, with_mean=False).image_shape
+    return splits.image_shape(loading.load_split(config, config.train_split), config.pad_to)
 
 
 def create_model(
     config: ml_collections.ConfigDict, variant: ml_collections.ConfigDict
 ) -> nn.Module:
     """The model of `variant` with the number of classes of the study's dataset."""
-    return defaults.create_model(variant, loading.load_data(config, with_mean=False).num_classes)
+    num_classes = loading.load_split(config, config.train_split).num_classes
+    return defaults.create_model(variant, num_classes)
 
 
 def run_variants(configs: Configs, workdir: str, *, stop_after: int | None = None) -> Runs | None:
