@@ -75,10 +75,16 @@ def test_checkpoint_holds_state_and_history(tmp_path):
     h.add(2, "eval", {"test_error": [0.25, 0.75]})
     state = {"w": jnp.arange(3.0)}
     with rundir.checkpoint_manager(str(tmp_path)) as mngr:
-        assert rundir.restore_latest(mngr, state) == (state, rundir.History(), 0)
+        assert rundir.restore_latest(mngr, state) == (state, rundir.History(), 0, None)
         rundir.save_checkpoint(mngr, 2, state, h)
         mngr.wait_until_finished()
-        restored, history, step = rundir.restore_latest(mngr, state)
+        restored, history, step, data = rundir.restore_latest(mngr, state)
+        assert data is None  # saved without a pipeline position
+        position = {"step": 3, "seeds": [{"grain": {"next_index": 3}}]}
+        rundir.save_checkpoint(mngr, 3, state, h, data=position)
+        mngr.wait_until_finished()
+        assert rundir.restore_latest(mngr, state).data == position
+    assert os.path.exists(tmp_path / "checkpoints" / "3" / "data" / "process_0-of-1.json")
     assert step == 2 and history == h
     assert restored["w"].tolist() == [0.0, 1.0, 2.0]
     assert rundir.restore_checkpoint(str(tmp_path))["w"].tolist() == [0.0, 1.0, 2.0]

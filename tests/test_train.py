@@ -14,6 +14,7 @@ import pytest
 
 from cnn_cases.data import input_pipeline, splits
 from cnn_cases.engine import defaults, rundir, steps, train
+from tests import tiny_tfds
 from tests.train_worker import tiny_config
 
 WORKER = os.path.join(os.path.dirname(__file__), "train_worker.py")
@@ -251,10 +252,8 @@ def _free_port():
         return s.getsockname()[1]
 
 
-def test_two_processes_match_one_process(tmp_path):
-    # Process 1 starts 35 s late: longer than gloo's 30 s wait for a peer's first collective,
-    # so this also proves the processes meet at barriers before their collectives.
-    single = _run_worker(tmp_path, "single", "--devices", "4")
+def _two_processes(tmp_path, name, *args):
+    """Runs the worker as 2 processes x 2 devices; returns its output file."""
     port = _free_port()
     env = {**os.environ, "PYTHONPATH": ROOT}
     procs = [
@@ -262,8 +261,8 @@ def test_two_processes_match_one_process(tmp_path):
             [
                 sys.executable,
                 WORKER,
-                str(tmp_path / "multi.npz"),
-                str(tmp_path / "multi"),
+                str(tmp_path / f"{name}.npz"),
+                str(tmp_path / name),
                 "--devices",
                 "2",
                 "--process_id",
@@ -272,8 +271,7 @@ def test_two_processes_match_one_process(tmp_path):
                 "2",
                 "--coordinator",
                 f"127.0.0.1:{port}",
-                "--late_seconds",
-                "35",
+                *args,
             ],
             env=env,
             stdout=subprocess.PIPE,
@@ -286,4 +284,26 @@ def test_two_processes_match_one_process(tmp_path):
     for p, (_, err) in zip(procs, outs, strict=True):
         assert p.returncode == 0, err[-3000:]
     assert all("processes 2" in err for _, err in outs)
-    _assert_same(single, tmp_path / "multi.npz", atol=1e-5)
+    return tmp_path / f"{name}.npz"
+
+
+def test_two_processes_match_one_process(tmp_path):
+    # Process 1 starts 35 s late: longer than gloo's 30 s wait for a peer's first collective,
+    # so this also proves the processes meet at barriers before their collectives.
+    single = _run_worker(tmp_path, "single", "--devices", "4")
+    _assert_same(single, _two_processes(tmp_path, "multi", "--late_seconds", "35"), atol=1e-5)
+
+
+def test_two_processes_match_one_process_when_streamed(tmp_path):
+    # Each process reads its own rows of every batch from the ArrayRecord files.
+    tiny_tfds.write(str(tmp_path / "tfds"), "tiny_stream", file_format="array_record")
+    data = [
+        "--dataset",
+        "tiny_stream",
+        "--data_dir",
+        str(tmp_path / "tfds"),
+        "--pipeline",
+        "stream",
+    ]
+    single = _run_worker(tmp_path, "single", "--devices", "4", *data)
+    _assert_same(single, _two_processes(tmp_path, "multi", *data), atol=1e-5)

@@ -2,6 +2,7 @@
 
 python tests/train_worker.py OUT.npz WORKDIR [--devices N] [--kernels onednn|xla] [--seeds S]
                              [--process_id I --num_processes P --coordinator HOST:PORT]
+                             [--dataset NAME --data_dir DIR --pipeline stream]
 """
 
 import argparse
@@ -21,6 +22,9 @@ def main() -> None:
     ap.add_argument("--process_id", type=int, default=None)
     ap.add_argument("--num_processes", type=int, default=None)
     ap.add_argument("--coordinator", default=None)
+    ap.add_argument("--dataset", default="synthetic", help="with --data_dir: a prepared one")
+    ap.add_argument("--data_dir", default=None)
+    ap.add_argument("--pipeline", default="auto", help="auto, memory or stream")
     ap.add_argument(
         "--late_seconds", type=float, default=0.0, help="process 1 starts training this late"
     )
@@ -39,6 +43,7 @@ def main() -> None:
     assert jax.device_count() == args.devices * (args.num_processes or 1), jax.devices()
     config = tiny_config(args.steps)
     config.kernels = args.kernels
+    config.dataset, config.data_dir, config.pipeline = args.dataset, args.data_dir, args.pipeline
     # use_onednn falls back to XLA with a warning when the library is missing; not here.
     assert library.use_onednn(args.kernels) == (args.kernels == "onednn"), args.kernels
     if jax.process_index() == 1:

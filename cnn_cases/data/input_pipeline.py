@@ -67,7 +67,8 @@ def _center_pad(h: int, w: int, pad_to: int | None) -> tuple[int, int, int, int]
     return top, pad_to - h - top, left, pad_to - w - left
 
 
-def _local_rows(global_size: int, process_index: int, process_count: int) -> slice:
+def local_rows(global_size: int, process_index: int, process_count: int) -> slice:
+    """The rows of a global batch that process `process_index` of `process_count` holds."""
     if process_count < 1 or not 0 <= process_index < process_count:
         raise ValueError(f"bad process_index={process_index} / process_count={process_count}")
     if global_size % process_count:
@@ -97,7 +98,14 @@ class _Batches:
         ``close()`` (or dropping the iterator) stops it.
         """
         produce = self.batch if put is None else (lambda step: put(self.batch(step)))
-        return _Prefetcher(produce, range(start_step, start_step + num_steps), prefetch)
+        return prefetch_steps(produce, range(start_step, start_step + num_steps), prefetch)
+
+
+def prefetch_steps(produce: Callable[[int], Any], steps: range, prefetch: int = 2) -> _Prefetcher:
+    """An iterator over ``produce(s)`` for s in `steps`, which a background thread computes
+    ``prefetch`` ahead. Its exceptions re-raise in the consumer; ``close()`` (or dropping the
+    iterator) stops it."""
+    return _Prefetcher(produce, steps, prefetch)
 
 
 class Pipeline(_Batches):
@@ -133,7 +141,7 @@ class Pipeline(_Batches):
         self._images = split.images
         self._labels = split.labels
         self._batch_size = global_batch_size
-        self._rows = _local_rows(global_batch_size, process_index, process_count)
+        self._rows = local_rows(global_batch_size, process_index, process_count)
         self._seed = seed
         self._augment = augment
         self._flip = flip
@@ -279,7 +287,7 @@ def eval_batches(
     """
     n, h, w, c = split.images.shape
     n = n if limit is None else min(limit, n)
-    rows = _local_rows(batch_size, process_index, process_count)
+    rows = local_rows(batch_size, process_index, process_count)
     mean_hwc = _broadcast_mean(mean, (h, w, c))
     pad = _center_pad(h, w, pad_to)
     for start in range(0, n, batch_size):

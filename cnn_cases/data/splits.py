@@ -109,6 +109,14 @@ def _get_builder(name: str, data_dir: str | None, download: bool) -> tfds.core.D
     return builder
 
 
+def prepared_builder(
+    name: str, data_dir: str | None, download: bool = True
+) -> tfds.core.DatasetBuilder:
+    """The prepared TFDS builder of `name` (prepared first when `download`); a one-line
+    DatasetNotFoundError when it is neither prepared nor downloadable."""
+    return _get_builder(name, data_dir, download)
+
+
 def _supervised_features(builder: tfds.core.DatasetBuilder) -> tuple[Any, Any]:
     keys = builder.info.supervised_keys
     if not keys or len(keys) != 2 or not all(isinstance(k, str) for k in keys):

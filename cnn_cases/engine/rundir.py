@@ -5,7 +5,8 @@
       metrics.jsonl     one JSON object per log line: {"step", "kind": "train"|"eval", ...}
       tensorboard/      the same scalars as TensorBoard event files
       mean.npy          the per-pixel training mean the run normalises with
-      checkpoints/      Orbax checkpoints by step: the train state and the run's history
+      checkpoints/      Orbax checkpoints by step: the train state, the run's history and,
+                        streamed, each process's input pipeline position (grain's state)
       result.json       written once, when the run has finished (`RunResult`; a list of them,
                         one per seed, for a run of several seeds)
       .lock             held by the process writing here (`guard.workdir_lock`)
@@ -25,7 +26,7 @@ import os
 import socket
 import time
 from collections.abc import Callable, Collection, Mapping
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import ml_collections
@@ -48,6 +49,8 @@ class RunResult:
     curves: list[dict[str, float]]
     aux_test_errors: list[float] = dataclasses.field(default_factory=list)
     step_seconds: float | None = None  # median over the logged intervals (input included)
+    train_top5_error: float | None = None  # with more than 5 classes
+    test_top5_error: float | None = None
 
 
 def check_workdir(workdir: str) -> None:
@@ -307,35 +310,81 @@ def checkpoint_manager(workdir: str, *, max_to_keep: int | None = None) -> ocp.C
     )
 
 
+class _DataState:
+    """An input pipeline's position as grain's checkpoint handler saves it: one JSON file
+    per process (`process_I-of-N.json`), since each process reads its own rows."""
+
+    def __init__(self, value: Any = None) -> None:
+        self.value = value
+
+    def get_state(self) -> bytes:
+        return json.dumps(self.value).encode()
+
+    def set_state(self, state: bytes) -> None:
+        self.value = json.loads(state)
+
+    def start_prefetch(self) -> None:  # grain's handler starts an iterator it restored
+        pass
+
+
+class Restored(NamedTuple):
+    """What `restore_latest` gives: the state, history and step of the newest readable
+    checkpoint, and the input pipeline's position saved with it (None if none was)."""
+
+    state: Any
+    history: History
+    step: int
+    data: Any = None
+
+
 def save_checkpoint(
-    mngr: ocp.CheckpointManager, step: int, state: Any, history: History, *, force: bool = False
+    mngr: ocp.CheckpointManager,
+    step: int,
+    state: Any,
+    history: History,
+    *,
+    data: Any = None,
+    force: bool = False,
 ) -> None:
-    """Saves the train state and the history at `step` (asynchronously)."""
-    args = ocp.args.Composite(
-        state=ocp.args.StandardSave(state), history=ocp.args.JsonSave({"rows": history.rows})
-    )
-    mngr.save(step, args=args, force=force)
+    """Saves the train state, the history and (if given) this process's input pipeline
+    position `data` (JSON-able) at `step`, asynchronously."""
+    import grain
+
+    items = {
+        "state": ocp.args.StandardSave(state),
+        "history": ocp.args.JsonSave({"rows": history.rows}),
+    }
+    if data is not None:
+        items["data"] = grain.checkpoint.CheckpointSave(_DataState(data))
+    mngr.save(step, args=ocp.args.Composite(**items), force=force)
 
 
-def restore_latest(mngr: ocp.CheckpointManager, state: Any) -> tuple[Any, History, int]:
-    """The newest readable checkpoint's state (in `state`'s structure and shardings), history
-    and step; `state`, an empty history and 0 when there is none.
+def restore_latest(mngr: ocp.CheckpointManager, state: Any) -> Restored:
+    """The newest readable checkpoint's state (in `state`'s structure and shardings), history,
+    step and pipeline position; `state`, an empty history and 0 when there is none.
 
     A checkpoint that cannot be read is moved aside to `checkpoints_damaged/` (with one
     warning saying which step and why) and the next older one is tried.
     """
-    args = ocp.args.Composite(state=ocp.args.StandardRestore(state), history=ocp.args.JsonRestore())
+    import grain
+
     skipped = False
     while (step := mngr.latest_step()) is not None:
+        items = {"state": ocp.args.StandardRestore(state), "history": ocp.args.JsonRestore()}
+        data = None
+        if os.path.isdir(os.path.join(str(mngr.directory), str(step), "data")):
+            data = _DataState()
+            items["data"] = grain.checkpoint.CheckpointRestore(data)
         try:
-            restored = mngr.restore(step, args=args)
-            return restored.state, History(restored.history["rows"]), step
+            restored = mngr.restore(step, args=ocp.args.Composite(**items))
+            history = History(restored.history["rows"])
+            return Restored(restored.state, history, step, None if data is None else data.value)
         except Exception as e:  # any unreadable file: keep it aside, say why, go back one
             _move_aside(mngr, step, e)
             skipped = True
     if skipped:
         logging.warning("%s: no readable checkpoint; the run starts at step 0", mngr.directory)
-    return state, History(), 0
+    return Restored(state, History(), 0)
 
 
 def _move_aside(mngr: ocp.CheckpointManager, step: int, error: Exception) -> None:

@@ -1,10 +1,10 @@
 """What one step of training computes: the train state, its optimiser, the steps.
 
 Pure functions, jitted by the engine (`cnn_cases.engine.train`) over a device mesh: SGD with
-momentum, L2 weight decay and a piecewise-constant schedule; `train_step` with auxiliary heads'
-losses and a finiteness flag for the NaN guard; `eval_step` summing errors over the real rows of
-a padded batch. Several seeds are one program: their states stacked on a leading axis
-(`create_seed_states`) and the steps `jax.vmap`-ed.
+momentum, L2 weight decay and a step schedule; `train_step` with auxiliary heads' losses,
+gradient accumulation and a finiteness flag for the NaN guard; `eval_step` summing top-1 and
+top-5 errors over the real rows of a padded batch. Several seeds are one program: their states
+stacked on a leading axis (`create_seed_states`) and the steps `jax.vmap`-ed.
 """
 
 from __future__ import annotations
@@ -29,10 +29,16 @@ class TrainState(train_state.TrainState):
 
 
 def learning_rate_schedule(config: ml_collections.ConfigDict) -> optax.Schedule:
-    """lr, x lr_decay at each boundary; warmup_lr for the first warmup_steps."""
-    main = optax.piecewise_constant_schedule(
-        config.learning_rate, {int(b): config.lr_decay for b in config.lr_boundaries}
-    )
+    """lr, x lr_decay at each boundary (or every `lr_decay_every` steps, when set);
+    warmup_lr for the first warmup_steps."""
+    if config.get("lr_decay_every", 0):
+        main = optax.exponential_decay(
+            config.learning_rate, config.lr_decay_every, config.lr_decay, staircase=True
+        )
+    else:
+        main = optax.piecewise_constant_schedule(
+            config.learning_rate, {int(b): config.lr_decay for b in config.lr_boundaries}
+        )
     if not config.warmup_steps:
         return main
     return optax.join_schedules(
@@ -146,33 +152,62 @@ def train_step(
     dropout_key: jax.Array,
     *,
     aux_loss_weight: float = 0.3,
+    accumulate: int = 1,
 ) -> tuple[TrainState, dict[str, jax.Array]]:
     """One SGD step on a global batch; returns the new state and batch metrics.
+
+    `accumulate` > 1 splits the batch into that many micro-batches, run one after another
+    (`lax.scan`, so only one micro-batch's activations are live): the update uses their mean
+    gradient, and BatchNorm's statistics see one micro-batch at a time, as on a device that
+    holds only that many. Each device keeps its shard of every micro-batch.
 
     `dropout_key` is positional so that `vmap` can map over it (one key per seed)."""
     rng = jax.random.fold_in(dropout_key, state.step)
 
-    def loss_fn(params: Any) -> tuple[jax.Array, Any]:
+    def loss_fn(params: Any, batch_stats: Any, x: jax.Array, y: jax.Array, key: jax.Array):
         variables = {"params": params}
-        if state.batch_stats:
-            variables["batch_stats"] = state.batch_stats
+        if batch_stats:
+            variables["batch_stats"] = batch_stats
         out, updates = state.apply_fn(
-            variables, images, train=True, mutable=["batch_stats"], rngs={"dropout": rng}
+            variables, x, train=True, mutable=["batch_stats"], rngs={"dropout": key}
         )
         logits, aux = _split_outputs(out)
-        main = jnp.mean(cross_entropy(logits, labels))
-        loss = main + aux_loss_weight * sum(jnp.mean(cross_entropy(a, labels)) for a in aux)
-        return loss, (main, logits, updates)
+        main = jnp.mean(cross_entropy(logits, y))
+        loss = main + aux_loss_weight * sum(jnp.mean(cross_entropy(a, y)) for a in aux)
+        errors = jnp.mean(jnp.argmax(logits, -1) != y)
+        return loss, (main, errors, updates.get("batch_stats", {}))
 
-    (loss, (main, logits, updates)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
-    state = state.apply_gradients(grads=grads, batch_stats=updates.get("batch_stats", {}))
+    grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+    if accumulate == 1:
+        (loss, (main, error, batch_stats)), grads = grad_fn(
+            state.params, state.batch_stats, images, labels, rng
+        )
+    else:
+        # Row i of micro-batch j is row i * accumulate + j: a device's contiguous shard of the
+        # batch holds its shard of every micro-batch.
+        micro = lambda a: jnp.swapaxes(a.reshape(-1, accumulate, *a.shape[1:]), 0, 1)
+
+        def one(carry: Any, xs: Any) -> tuple[Any, Any]:
+            grads_sum, stats = carry
+            x, y, j = xs
+            (lo, (m, e, stats)), g = grad_fn(state.params, stats, x, y, jax.random.fold_in(rng, j))
+            return (jax.tree_util.tree_map(jnp.add, grads_sum, g), stats), (lo, m, e)
+
+        zeros = jax.tree_util.tree_map(jnp.zeros_like, state.params)
+        xs = (micro(images), micro(labels), jnp.arange(accumulate))
+        (grads, batch_stats), (losses, mains, errors) = jax.lax.scan(
+            one, (zeros, state.batch_stats), xs
+        )
+        grads = jax.tree_util.tree_map(lambda g: g / accumulate, grads)
+        loss, main, error = jnp.mean(losses), jnp.mean(mains), jnp.mean(errors)
+    state = state.apply_gradients(grads=grads, batch_stats=batch_stats)
     finite = jnp.all(
         jnp.stack([jnp.all(jnp.isfinite(p)) for p in jax.tree_util.tree_leaves(state.params)])
     )
     metrics = {
         "loss": loss,
         "main_loss": main,
-        "error": jnp.mean(jnp.argmax(logits, -1) != labels),
+        "error": error,
         "params_finite": finite.astype(jnp.float32),
     }
     return state, metrics
@@ -202,6 +237,10 @@ def eval_step(
         "errors": wrong(logits),
         "count": jnp.sum(mask),
     }
+    if logits.shape[-1] > 5:  # top-5: the label is not among the 5 largest logits
+        top5 = jax.lax.top_k(logits, 5)[1]
+        missed = jnp.all(top5 != labels[:, None], axis=-1).astype(jnp.float32)
+        out["top5_errors"] = jnp.sum(missed * mask)
     if aux:
         out["aux_errors"] = jnp.stack([wrong(h) for h in aux])
     return out

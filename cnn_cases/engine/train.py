@@ -28,7 +28,7 @@ from absl import logging
 
 from cnn_cases import models
 from cnn_cases.analysis import costs
-from cnn_cases.data import input_pipeline, splits
+from cnn_cases.data import input_pipeline, streaming
 from cnn_cases.engine import defaults, guard, loading, parallel, periodic, rundir, steps
 from cnn_cases.engine.rundir import RunResult
 
@@ -118,13 +118,16 @@ class _Run:
     history: rundir.History = dataclasses.field(default_factory=rundir.History)
     writer: rundir.MetricsWriter | None = None
     last_good: int = 0
+    data_state: dict[str, Any] | None = None  # streamed: the pipeline's position
 
     def restore(self, state: steps.TrainState) -> tuple[steps.TrainState, int]:
         """The latest checkpoint's state and step (`state` and 0 without one); opens the
         metrics files with the history saved beside that state."""
-        state, self.history, start = rundir.restore_latest(self.ckpt, state)
+        state, self.history, start, self.data_state = rundir.restore_latest(self.ckpt, state)
         if start:
             self.say(f"resumed from the checkpoint at step {start}")
+        if self.data_state is not None and self.data_state.get("step") != start:
+            self.data_state = None  # not this step's position: the pipeline seeks by step
         self.writer = rundir.MetricsWriter(self.workdir, self.history, start + 1)
         self.last_good = start
         return state, start
@@ -135,29 +138,32 @@ class _Run:
             self.writer.write(row)
 
     def save(self, step: int, state: steps.TrainState, *, force: bool = False) -> None:
-        rundir.save_checkpoint(self.ckpt, step, state, self.history, force=force)
+        data = self.data_state if self.data.streamed else None
+        rundir.save_checkpoint(self.ckpt, step, state, self.history, data=data, force=force)
         self.last_good = step
 
-    def evaluate(self, state: steps.TrainState, split: splits.Split, limit: int | None) -> dict:
-        """Error and loss (one value per seed when there are several)."""
-        sums = [
-            self.eval_step(state, *parallel.global_batch(self.mesh, *batch))
-            for batch in input_pipeline.eval_batches(
-                split,
-                batch_size=self.config.eval_batch_size,
-                mean=self.data.mean,
-                pad_to=self.config.pad_to,
-                limit=limit,
-                process_index=jax.process_index(),
-                process_count=jax.process_count(),
-            )
-        ]
+    def evaluate(self, state: steps.TrainState, split: Any, limit: int | None) -> dict:
+        """Error, top-5 error (more than 5 classes) and loss (one value per seed when there
+        are several), over exactly the first `limit` examples of `split`."""
+        batches = loading.eval_batches(
+            self.config,
+            self.data,
+            split,
+            self.config.eval_batch_size,
+            limit,
+            jax.process_index(),
+            jax.process_count(),
+        )
+        sums = [self.eval_step(state, *parallel.global_batch(self.mesh, *b)) for b in batches]
         total = jax.device_get(jax.tree_util.tree_map(lambda *xs: sum(xs), *sums))
         count = np.asarray(total["count"])
         out = {
             "error": (total["errors"] / count).tolist(),
             "loss": (total["loss"] / count).tolist(),
+            "count": count.tolist(),
         }
+        if "top5_errors" in total:
+            out["top5_error"] = (total["top5_errors"] / count).tolist()
         if "aux_errors" in total:  # (heads,) or (seeds, heads)
             out["aux_errors"] = (total["aux_errors"] / count[..., None]).tolist()
         return out
@@ -170,30 +176,72 @@ class _Run:
             self.evaluate(state, self.data.test, test_limit),
         )
 
-    def batches(self, start: int, end: int) -> Iterator[tuple[jax.Array, jax.Array]]:
-        """Global batches of steps start .. end-1, prefetched."""
+    def batches(self, start: int, end: int) -> _Feed:
+        """(images, labels, position after them) of steps start+1 .. end, global arrays,
+        prefetched; the position is None in memory, where batch s is a function of s."""
         c = self.config
-        pipelines = [
-            input_pipeline.Pipeline(
-                self.data.train,
-                global_batch_size=c.batch_size,
-                seed=seed,
-                augment=c.augment,
-                mean=self.data.mean,
-                pad_to=c.pad_to,
-                crop_padding=c.crop_padding,
-                flip=c.flip,
-                process_index=jax.process_index(),
-                process_count=jax.process_count(),
-            )
-            for seed in self.seeds
-        ]
-        pipeline = (
-            pipelines[0] if len(pipelines) == 1 else input_pipeline.StackedPipeline(pipelines)
-        )
         axis = 0 if len(self.seeds) == 1 else 1
         put = lambda b: parallel.global_batch(self.mesh, *b, batch_axis=axis)
-        return pipeline.iterate(start, end - start, prefetch=c.prefetch, put=put)
+        where = {"process_index": jax.process_index(), "process_count": jax.process_count()}
+        if not self.data.streamed:
+            pipelines = [
+                input_pipeline.Pipeline(
+                    self.data.train,
+                    global_batch_size=c.batch_size,
+                    seed=seed,
+                    augment=c.augment,
+                    mean=self.data.mean,
+                    pad_to=c.pad_to,
+                    crop_padding=c.crop_padding,
+                    flip=c.flip,
+                    **where,
+                )
+                for seed in self.seeds
+            ]
+            memory = (
+                pipelines[0] if len(pipelines) == 1 else input_pipeline.StackedPipeline(pipelines)
+            )
+            produce = lambda s: (*put(memory.batch(s)), None)
+            return _Feed(input_pipeline.prefetch_steps(produce, range(start, end), c.prefetch), [])
+        saved = self.data_state["seeds"] if self.data_state else [None] * len(self.seeds)
+        readers = [
+            streaming.TrainBatches(
+                self.data.train,
+                self.data.preprocess,
+                global_batch_size=c.batch_size,
+                seed=seed,
+                num_steps=c.num_steps,
+                start=start,
+                resume=resume,
+                workers=c.data_workers,
+                threads=c.data_threads,
+                **where,
+            )
+            for seed, resume in zip(self.seeds, saved, strict=True)
+        ]
+
+        def produce(s: int) -> tuple[jax.Array, jax.Array, dict[str, Any]]:
+            parts = [next(r) for r in readers]
+            batch = parts[0] if len(parts) == 1 else tuple(map(np.stack, zip(*parts, strict=True)))
+            return (*put(batch), {"step": s + 1, "seeds": [r.state() for r in readers]})
+
+        return _Feed(input_pipeline.prefetch_steps(produce, range(start, end), c.prefetch), readers)
+
+
+@dataclasses.dataclass
+class _Feed:
+    """The loop's batches: a prefetching iterator, and the streamed readers behind it."""
+
+    batches: Iterator[tuple[jax.Array, jax.Array, dict[str, Any] | None]]
+    readers: list[streaming.TrainBatches]
+
+    def __next__(self) -> tuple[jax.Array, jax.Array, dict[str, Any] | None]:
+        return next(self.batches)
+
+    def close(self) -> None:
+        self.batches.close()
+        for r in self.readers:
+            r.close()
 
 
 @contextlib.contextmanager
@@ -206,7 +254,11 @@ def _open_run(
 ) -> Iterator[_Run]:
     """The run's jitted steps, checkpoint manager and logger; closed on the way out."""
     seeds = steps.seed_list(config)
-    step = functools.partial(steps.train_step, aux_loss_weight=config.aux_loss_weight)
+    step = functools.partial(
+        steps.train_step,
+        aux_loss_weight=config.aux_loss_weight,
+        accumulate=config.accumulate_steps,
+    )
     evaluate = functools.partial(steps.eval_step, with_aux=with_aux)
     if len(seeds) > 1:
         step = jax.vmap(step)
@@ -248,7 +300,8 @@ def _loop(run: _Run, state: steps.TrainState, start: int, end: int) -> steps.Tra
     batches = run.batches(start, end)
     try:
         for step in range(start + 1, end + 1):
-            state, metrics = run.train_step(state, *next(batches), dropout_key)
+            images, labels, run.data_state = next(batches)
+            state, metrics = run.train_step(state, images, labels, dropout_key)
             pending.append((step, metrics))
             if step == start + 1:  # the first step includes compilation: rates start after it
                 jax.block_until_ready(metrics)
@@ -328,6 +381,8 @@ def _final_results(run: _Run, state: steps.TrainState) -> list[RunResult]:
             params=costs.count(state.params) // len(run.seeds),
             curves=[{n: v if n == "step" else pick(v, k) for n, v in r.items()} for r in curves],
             aux_test_errors=pick(test_m["aux_errors"], k) if "aux_errors" in test_m else [],
+            train_top5_error=pick(train_m["top5_error"], k) if "top5_error" in train_m else None,
+            test_top5_error=pick(test_m["top5_error"], k) if "top5_error" in test_m else None,
             step_seconds=c.batch_size / statistics.median(rates) if rates else None,
         )
         for k in range(len(run.seeds))
@@ -367,6 +422,9 @@ def _check_finite(pending: list[tuple[int, dict[str, jax.Array]]], run: _Run) ->
 
 def _eval_row(train_m: dict[str, Any], test_m: dict[str, Any]) -> dict[str, Any]:
     row = {"train_error": train_m["error"], "test_error": test_m["error"]}
+    if "top5_error" in test_m:
+        row["train_top5_error"] = train_m["top5_error"]
+        row["test_top5_error"] = test_m["top5_error"]
     aux = np.asarray(test_m.get("aux_errors", []))
     for k in range(aux.shape[-1] if aux.size else 0):
         row[f"aux{k + 1}_test_error"] = aux[..., k].tolist()
