@@ -6,12 +6,16 @@
         --config.augment=False --config.data_dir=../shared/tfds --workdir=runs/lenet5_fashion
     python -m experiments.train --config=experiments/train.py:smoke --config.dataset=synthetic
 
+    python -m experiments.train --config.model=resnet18 --config.dataset=oxford_flowers102 \
+        --config.image_size=128 --config.preprocess=imagenet --config.num_steps=5000
+
 Every key of `cnn_cases.engine.defaults.default_config` is a --config.KEY=VALUE flag; a model's
 constructor options (`model_kwargs`, empty here) go in a config file of your own whose
-get_config starts from this one. The dataset is decoded once into host memory: any TFDS
-dataset of fixed-size uint8 images with class labels (mnist, fashion_mnist, cifar10, cifar100,
-svhn_cropped, ...). Writes the run directory (`cnn_cases.engine.rundir`) to --workdir; rerunning
-resumes.
+get_config starts from this one. Any TFDS image-classification dataset trains: fixed-size
+images that fit in memory (mnist, fashion_mnist, cifar10, cifar100, svhn_cropped, ...) are
+decoded once into host memory; larger ones, and images of varying size (resized to
+--config.image_size), are streamed from disk (`--config.pipeline`, auto by default).
+Writes the run directory (`cnn_cases.engine.rundir`) to --workdir; rerunning resumes.
 """
 
 from __future__ import annotations
@@ -44,10 +48,13 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> rundir.RunResult | N
     results = train.train(config, workdir)
     result = None if results is None else results[0]
     if result is not None and jax.process_index() == 0:
+        errors = [("train err", result.train_error), ("test err", result.test_error)]
+        if result.test_top5_error is not None:
+            errors.append(("test top-5 err", result.test_top5_error))
         rows = [(config.model, config.dataset, f"{result.params:,}", result.steps)]
-        rows[0] += tuple(f"{100 * e:.2f}%" for e in (result.train_error, result.test_error))
-        header = ("model", "dataset", "params", "steps", "train err", "test err")
-        print(tables.format_table(header, rows, align="<<>>>>"))
+        rows[0] += tuple(f"{100 * e:.2f}%" for _, e in errors)
+        header = ("model", "dataset", "params", "steps", *(name for name, _ in errors))
+        print(tables.format_table(header, rows, align="<<>>" + ">" * len(errors)))
     return result
 
 

@@ -203,3 +203,17 @@ def test_auto_streams_what_memory_cannot_hold(data_dir):
     config.pipeline = "memory"
     with pytest.raises(ValueError, match="pipeline='memory' takes the images as they are"):
         loading.load_data(config)
+
+
+def test_a_tfrecord_dataset_converted_once_streams_the_same_examples(tmp_path):
+    from scripts import convert_array_record
+
+    written = tiny_tfds.write(str(tmp_path), "tiny_converted", sizes={"train": 8, "test": 8})
+    (shard,) = convert_array_record.convert(str(tmp_path / "tiny_converted" / "1.0.0"))[:1]
+    assert ".array_record-" in shard
+    builder = splits.prepared_builder("tiny_converted", str(tmp_path))
+    stream = streaming.open_stream(builder, "train")
+    got = [stream.example(i) for i in range(len(stream))]
+    images, labels = written["train"]  # PNG: the pixels as written
+    assert np.array_equal(np.stack([g[0] for g in got]), images)
+    assert [g[1] for g in got] == labels.tolist()

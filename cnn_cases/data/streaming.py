@@ -40,7 +40,7 @@ PREPROCESS = ("cifar", "imagenet")
 
 _CONVERT_HINT = (
     "convert it once: python -m scripts.convert_array_record --dataset_dir={dir} "
-    "(TFDS's convert_format; needs TensorFlow)"
+    "(TensorFlow is not needed)"
 )
 
 

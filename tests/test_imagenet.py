@@ -1,0 +1,40 @@
+"""The ImageNet recipes: every preset trains a few steps on `tfds.testing.mock_data`'s
+imagenet2012 (random JPEGs of random sizes), streamed, at a tiny image size."""
+
+import pytest
+import tensorflow_datasets as tfds
+
+from cnn_cases.engine import train
+from experiments import imagenet
+
+# The smallest input each model takes (its min_input_size), and the batch that keeps the step
+# cheap on a CPU; the recipe's optimiser, schedule and preprocessing stay as they are.
+TINY = {"alexnet": 72, "vgg16": 32, "resnet50": 32, "resnet50_bf16": 32, "googlenet": 96}
+
+
+@pytest.mark.parametrize("preset", sorted(imagenet.RECIPES))
+def test_every_imagenet_preset_trains_on_mock_imagenet(tmp_path, preset):
+    c = imagenet.get_config(preset)
+    assert c.dataset == "imagenet2012" and c.preprocess == "imagenet" and c.image_size == 224
+    assert c.num_steps > 100_000 and c.test_split == "validation"
+    c.update(
+        image_size=TINY[preset],
+        eval_resize=TINY[preset] + 8,
+        batch_size=8,
+        eval_batch_size=8,
+        num_steps=2,
+        log_every=1,
+        eval_every=0,
+        checkpoint_every=0,
+        final_train_eval_examples=8,
+        final_test_eval_examples=12,  # a padded last batch of 4
+        data_workers=0,
+        data_dir=str(tmp_path / "tfds"),
+        verbose=False,
+    )
+    if preset == "resnet50":
+        c.accumulate_steps = 2  # the recipe's batch as 2 micro-batches
+    with tfds.testing.mock_data(num_examples=24, policy=tfds.testing.MockPolicy.USE_CODE):
+        (result,) = train.train(c, str(tmp_path / "run"))
+    assert result.steps == 2 and result.test_top5_error is not None
+    assert 0 <= result.test_top5_error <= result.test_error <= 1
