@@ -1,5 +1,6 @@
 """The training engine: determinism, resume, data parallelism, multi-host, NaN guard."""
 
+import functools
 import json
 import os
 import re
@@ -9,6 +10,7 @@ import sys
 
 import chex
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -168,6 +170,25 @@ def test_train_step_compiles_once():
         state, m = step(state, *pipe.batch(s), dropout_key=key)
         losses.append(float(m["loss"]))
     assert int(state.step) == 3 and all(np.isfinite(losses))
+
+
+def test_accumulated_micro_batches_take_the_whole_batch_step():
+    # Without BatchNorm or dropout, the mean of the micro-batches' mean gradients is the
+    # batch's mean gradient: K micro-batches make the same update as one batch.
+    config = tiny_config(1)
+    config.model, config.model_kwargs = "lenet5", {}
+    split = splits.load_split("synthetic_32x32x1", "train")
+    model = defaults.create_model(config, split.num_classes)
+    state = steps.create_train_state(model, config, (32, 32, 1))
+    images, labels = (jnp.asarray(a) for a in (split.images[:16] / 255.0, split.labels[:16]))
+    key = jax.random.PRNGKey(0)
+    one, m1 = jax.jit(steps.train_step)(state, images, labels, key)
+    four, m4 = jax.jit(functools.partial(steps.train_step, accumulate=4))(
+        state, images, labels, key
+    )
+    chex.assert_trees_all_close(one.params, four.params, atol=1e-6)
+    chex.assert_trees_all_close(m1["loss"], m4["loss"], atol=1e-6)
+    assert int(four.step) == 1
 
 
 def test_nan_loss_stops_with_the_step_and_keeps_the_last_checkpoint(tmp_path):
