@@ -84,7 +84,13 @@ def test_checkpoint_holds_state_and_history(tmp_path):
         rundir.save_checkpoint(mngr, 3, state, h, data=position)
         mngr.wait_until_finished()
         assert rundir.restore_latest(mngr, state).data == position
-    assert os.path.exists(tmp_path / "checkpoints" / "3" / "data" / "process_0-of-1.json")
+    saved = tmp_path / "checkpoints" / "3" / "data" / "process_0-of-1.json"
+    assert saved.exists()
+    # Saved by another number of processes: the state restores, the position does not.
+    saved.rename(saved.with_name("process_0-of-2.json"))
+    with rundir.checkpoint_manager(str(tmp_path)) as mngr:
+        restored_3 = rundir.restore_latest(mngr, state)
+    assert restored_3.step == 3 and restored_3.data is None
     assert step == 2 and history == h
     assert restored["w"].tolist() == [0.0, 1.0, 2.0]
     assert rundir.restore_checkpoint(str(tmp_path))["w"].tolist() == [0.0, 1.0, 2.0]

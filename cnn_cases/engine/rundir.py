@@ -372,7 +372,10 @@ def restore_latest(mngr: ocp.CheckpointManager, state: Any) -> Restored:
     while (step := mngr.latest_step()) is not None:
         items = {"state": ocp.args.StandardRestore(state), "history": ocp.args.JsonRestore()}
         data = None
-        if os.path.isdir(os.path.join(str(mngr.directory), str(step), "data")):
+        # This process's position, if it was saved by as many processes as run now; without
+        # it the pipeline seeks by step (a position is never a reason to drop a checkpoint).
+        mine = f"process_{jax.process_index()}-of-{jax.process_count()}.json"
+        if os.path.exists(os.path.join(str(mngr.directory), str(step), "data", mine)):
             data = _DataState()
             items["data"] = grain.checkpoint.CheckpointRestore(data)
         try:
