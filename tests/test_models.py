@@ -1,6 +1,7 @@
 """Every registry model pinned to the published numbers; blocks behave as the lecture says."""
 
 import dataclasses
+import itertools
 
 import chex
 import flax.linen as nn
@@ -142,6 +143,81 @@ def test_lenet5_activation_is_selectable_and_validated():
     relu.init(jax.random.PRNGKey(0), x)
     with pytest.raises(ValueError, match=r"activation 'sigmoidal'.*valid: tanh, relu"):
         models.get_model("lenet5", activation="sigmoidal").init(jax.random.PRNGKey(0), x)
+
+
+# ---------------------------------------------------------------- CIFAR variants
+
+
+def _vgg_convs(stages, widths=(64, 128, 256, 512, 512), c_in=3):
+    """Parameters and multiply-adds of VGG's 3x3 same convolutions (with biases) at 32x32."""
+    params = macs = 0
+    size = 32
+    for n, w in zip(stages, widths, strict=True):
+        for _ in range(n):
+            params += 9 * c_in * w + w
+            macs += size * size * 9 * c_in * w
+            c_in = w
+        size //= 2
+    return params, macs
+
+
+def _fc(*widths):
+    """Parameters and multiply-adds of dense layers in -> ... -> out (with biases)."""
+    pairs = list(itertools.pairwise(widths))
+    return sum(a * b + b for a, b in pairs), sum(a * b for a, b in pairs)
+
+
+# Parameters and multiply-adds per 32x32 image at the papers' widths, from costs (eval_shape).
+CIFAR_PINNED = {
+    "alexnet_cifar": (28_569_994, 200_290_304),
+    "vgg11_cifar": (9_750_922, 153_293_824),
+    "vgg11_cifar_bn": (9_756_426, 153_293_824),
+    "vgg16_cifar": (15_245_130, 313_725_952),
+    "vgg16_cifar_bn": (15_253_578, 313_725_952),
+}
+
+
+@pytest.mark.parametrize("name", sorted(CIFAR_PINNED))
+def test_cifar_variants_are_pinned(name):
+    cost = costs.model_cost(models.get_model(name), models.input_shape(name))
+    assert (cost.params, cost.macs) == CIFAR_PINNED[name]
+
+
+def test_cifar_variants_by_hand():
+    # AlexNet: conv1 5x5/1 pad 2 (96) at 32x32, pools 32 -> 15 -> 7 -> 3; conv2, 4, 5 in two
+    # groups; FC 3x3x256 -> 4096 -> 4096 -> 10.
+    convs = [  # (output size, filters, k, input channels per group)
+        (32, 96, 5, 3),
+        (15, 256, 5, 48),
+        (7, 384, 3, 256),
+        (7, 384, 3, 192),
+        (7, 256, 3, 192),
+    ]
+    fc_params, fc_macs = _fc(3 * 3 * 256, 4096, 4096, 10)
+    params = sum(k * k * c * f + f for _, f, k, c in convs) + fc_params
+    macs = sum(s * s * f * k * k * c for s, f, k, c in convs) + fc_macs
+    assert CIFAR_PINNED["alexnet_cifar"] == (params, macs)
+    # VGG-16: 3x3 stacks, 2x2 pools, 64 -> 512; FC 1x1x512 -> 512 -> 512 -> 10.
+    conv_params, conv_macs = _vgg_convs((2, 2, 3, 3, 3))
+    fc_params, fc_macs = _fc(512, 512, 512, 10)
+    assert CIFAR_PINNED["vgg16_cifar"] == (conv_params + fc_params, conv_macs + fc_macs)
+    bn = 2 * (2 * 64 + 2 * 128 + 3 * 256 + 6 * 512)  # a scale and a bias per channel
+    assert CIFAR_PINNED["vgg16_cifar_bn"][0] - CIFAR_PINNED["vgg16_cifar"][0] == bn
+
+
+def test_imagenet_models_keep_their_shape():
+    # The CIFAR variants change only their own defaults.
+    assert models.get_model("alexnet").layers[0].kernel == 11
+    assert models.get_model("vgg16").fc_width == 4096
+    assert models.get_model("vgg16").pool_size == (7, 7)
+
+
+def test_alexnet_cifar_minimum_size_is_exact():
+    model = models.get_model("alexnet_cifar")
+    pool5 = next(x for x in costs.model_cost(model, (15, 15, 3)).layers if x.path == "pool5")
+    assert pool5.output_shape == (1, 1, 256)
+    with pytest.raises(ValueError, match=r"alexnet_cifar: input 14x14 is too small"):
+        costs.model_cost(model, (14, 14, 3))
 
 
 # ---------------------------------------------------------------- the residual identity

@@ -8,7 +8,14 @@ import nbformat
 import pytest
 
 NOTEBOOKS = sorted(glob.glob(os.path.join(os.path.dirname(__file__), "..", "notebooks", "*.ipynb")))
-EXPERIMENTS = ("resnet_depth", "inception_bottleneck", "googlenet_aux", "lenet5", "why_resnets")
+EXPERIMENTS = (
+    "resnet_depth",
+    "inception_bottleneck",
+    "googlenet_aux",
+    "lenet5",
+    "why_resnets",
+    "history",
+)
 
 
 def test_there_is_a_tour_and_one_notebook_per_experiment():
@@ -39,6 +46,8 @@ def test_notebook_runs_top_to_bottom(path, tmp_path, monkeypatch):
     name = os.path.basename(path).removesuffix(".ipynb")
     if name == "resnet_depth":
         flags.append("--config.depths=8")  # one plain and one residual net
+    if name == "history":
+        flags.append("--config.nets=lenet5")  # one net: tests/test_history.py runs the smoke set
     monkeypatch.setenv("CNN_CASES_FLAGS", " ".join(flags))
     nb = nbformat.read(path, as_version=4)
     source = "\n".join(c.source for c in nb.cells if c.cell_type == "code")

@@ -11,11 +11,11 @@ import pytest
 from cnn_cases.analysis import costs
 from cnn_cases.engine import defaults, launch, rundir, steps
 from cnn_cases.studies import template, variants, why_resnets
-from experiments import googlenet_aux, inception_bottleneck, lenet5, resnet_depth
+from experiments import googlenet_aux, history, inception_bottleneck, lenet5, resnet_depth
 from experiments import why_resnets as why_resnets_configs
 
 # The config files; `_study(m)` is the library study each launches.
-STUDIES = (resnet_depth, inception_bottleneck, googlenet_aux, lenet5, why_resnets_configs)
+STUDIES = (resnet_depth, inception_bottleneck, googlenet_aux, lenet5, why_resnets_configs, history)
 
 
 def _study(configs) -> template.Study:

@@ -82,6 +82,12 @@ def _vgg_entries() -> dict[str, ModelSpec]:
             published_macs=macs,
             source=TV + " (BN adds 2 parameters per channel)",
         )
+        for bn in (False, True):
+            entries[f"vgg{depth}_cifar{'_bn' if bn else ''}"] = ModelSpec(
+                functools.partial(vgg.VGGCifar, stage_sizes=stages, batch_norm=bn),
+                CIFAR,
+                source="VGG's stages on 32x32, FC 512-512 (pytorch-vgg-cifar10)",
+            )
     return entries
 
 
@@ -124,6 +130,9 @@ _ENTRIES: dict[str, ModelSpec] = {
         published_params=61_100_840,
         published_macs=714_000_000,
         source=TV,
+    ),
+    "alexnet_cifar": ModelSpec(
+        alexnet.AlexNetCifar, CIFAR, source="the 2012 paper on 32x32: conv1 5x5/1 (cuda-convnet)"
     ),
     **_vgg_entries(),
     **{

@@ -1,8 +1,8 @@
-"""AlexNet (Krizhevsky et al., 2012) and torchvision's single-tower variant.
+"""AlexNet (Krizhevsky et al., 2012), torchvision's single-tower variant and a CIFAR one.
 
 LeNet's pattern (CONV-POOL ... FC-FC-OUTPUT), much larger, with ReLU,
 overlapping 3x3/2 max pooling, local response normalisation and dropout. One module
-builds both from a table of convolutions.
+builds all three from a table of convolutions.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from cnn_cases.models.layers import (
     check_min_size,
     classifier,
     conv_factory,
+    scaled,
 )
 
 
@@ -60,6 +61,9 @@ TORCHVISION: tuple[ConvLayer, ...] = (
     ConvLayer(256, 3, padding=1, pool=True),
 )
 
+# The paper's table for 32x32 inputs: conv1 5x5 stride 1 (pad 2) instead of 11x11 stride 4.
+CIFAR: tuple[ConvLayer, ...] = (ConvLayer(96, 5, padding=2, lrn=True, pool=True), *PAPER[1:])
+
 
 class AlexNet(nn.Module):
     """Five convolutions from `layers`, an adaptive 6x6 average pool, FC-FC-OUTPUT.
@@ -67,13 +71,17 @@ class AlexNet(nn.Module):
     Default: the 2012 paper, 96/256/384/384/256 filters, conv2/4/5 in two groups; 60,965,224
     params. Default input 227x227 (the paper's 224 does not divide); the adaptive pool (the
     identity at 227) lets 224x224 inputs work too. Layers are named conv1 ... conv5, lrn1,
-    lrn2, pool1, pool2, pool5, avgpool, fc6 ... fc8.
+    lrn2, pool1, pool2, pool5, avgpool, fc6 ... fc8. `width_multiplier` scales every
+    convolution's filters (to a multiple of the largest group count) and the FC width.
     """
 
     layers: Sequence[ConvLayer] = PAPER
     num_classes: int = 1000
     dropout: float = 0.5
     dtype: Any = jnp.float32
+    width_multiplier: float = 1.0
+    fc_width: int = 4096
+    pool_size: tuple[int, int] = (6, 6)  # of the adaptive pool before the classifier
 
     min_input_size: int = 67
     kernels: str = "auto"  # convolution/BatchNorm implementation: auto, onednn, xla
@@ -84,10 +92,11 @@ class AlexNet(nn.Module):
         check_min_size(x, self.min_input_size, self.model_name)
         conv = conv_factory(self.kernels, dtype=self.dtype)
         x = x.astype(self.dtype)
+        groups = max(layer.groups for layer in self.layers)
         for i, layer in enumerate(self.layers, start=1):
             p = layer.padding
             x = conv(
-                layer.features,
+                groups * scaled(layer.features, self.width_multiplier / groups),
                 (layer.kernel, layer.kernel),
                 layer.stride,
                 padding=[(p, p), (p, p)],
@@ -99,11 +108,28 @@ class AlexNet(nn.Module):
                 x = LocalResponseNorm(name=f"lrn{i}")(x)
             if layer.pool:
                 x = Pool("max", 3, 2, name=f"pool{i}")(x)
-        x = AdaptiveAvgPool((6, 6), name="avgpool")(x)
-        return classifier(x, self.num_classes, self.dropout, train, self.dtype)
+        x = AdaptiveAvgPool(self.pool_size, name="avgpool")(x)
+        fc_width = scaled(self.fc_width, self.width_multiplier)
+        return classifier(x, self.num_classes, self.dropout, train, self.dtype, fc_width)
 
 
 # torchvision.models.alexnet: 64/192/384/256/256 filters, no groups, no LRN; 61,100,840.
 AlexNetTorchvision = functools.partial(
     AlexNet, layers=TORCHVISION, min_input_size=63, model_name="alexnet_torchvision"
+)
+
+# AlexNet for 32x32 images: the 2012 paper (two towers, LRN, overlapping pools, dropout in the
+# FC layers) but for what 32x32 forces. An 11x11 stride-4 conv1 would leave 6x6 maps, too
+# small for the three 3x3/2 pools, so conv1 is 5x5 stride 1 (pad 2), as in Krizhevsky's own
+# CIFAR-10 nets (cuda-convnet's layers-18pct: 5x5/1 pad 2, then 3x3/2 pools); the maps then
+# shrink 32 -> 15 -> 7 -> 3 and the classifier reads pool5's 3x3x256 (the adaptive pool is the
+# identity) instead of 6x6x256. FC 4096-4096 as in the paper: 28,569,994 parameters and
+# 200,290,304 multiply-adds per image (pinned in tests/test_models.py).
+AlexNetCifar = functools.partial(
+    AlexNet,
+    layers=CIFAR,
+    num_classes=10,
+    pool_size=(3, 3),
+    min_input_size=15,
+    model_name="alexnet_cifar",
 )

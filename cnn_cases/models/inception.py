@@ -36,6 +36,7 @@ from cnn_cases.models.layers import (
     conv_factory,
     norm_factory,
     pool_out_size,
+    scaled,
 )
 
 ModuleDef = Any
@@ -194,7 +195,7 @@ class GoogLeNet(nn.Module):
         return size
 
     def _width(self, channels: int) -> int:
-        return max(1, int(channels * self.width_multiplier + 0.5))
+        return scaled(channels, self.width_multiplier)
 
     def _checked_names(self, x: jax.Array) -> list[list[str]]:
         """`module_names()`, after one-line errors for a bad stem, aux_after or input size."""

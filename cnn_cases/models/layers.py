@@ -237,12 +237,22 @@ class Flatten(nn.Module):
         return x.reshape((x.shape[0], -1))
 
 
+def scaled(channels: int, multiplier: float) -> int:
+    """`channels` times a width multiplier, rounded half up, at least 1."""
+    return max(1, int(channels * multiplier + 0.5))
+
+
 def classifier(
-    x: jax.Array, num_classes: int, dropout: float, train: bool, dtype: Any
+    x: jax.Array,
+    num_classes: int,
+    dropout: float,
+    train: bool,
+    dtype: Any,
+    width: int = 4096,
 ) -> jax.Array:
-    """AlexNet/VGG head: dropout, FC 4096, dropout, FC 4096, FC num_classes."""
+    """AlexNet/VGG head: dropout, FC `width`, dropout, FC `width`, FC num_classes."""
     x = Flatten(name="flatten")(x)
     for i in (6, 7):
         x = nn.Dropout(dropout, deterministic=not train, name=f"drop{i}")(x)
-        x = nn.relu(nn.Dense(4096, dtype=dtype, name=f"fc{i}")(x))
+        x = nn.relu(nn.Dense(width, dtype=dtype, name=f"fc{i}")(x))
     return nn.Dense(num_classes, dtype=dtype, name="fc8")(x).astype(jnp.float32)

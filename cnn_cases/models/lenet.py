@@ -14,7 +14,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from cnn_cases.models.layers import Flatten, Pool, check_min_size, conv_factory, conv_function
+from cnn_cases.models.layers import (
+    Flatten,
+    Pool,
+    check_min_size,
+    conv_factory,
+    conv_function,
+    scaled,
+)
 
 ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
     "tanh": jnp.tanh,
@@ -57,23 +64,28 @@ class _LeNet(nn.Module):
 
 
 class LeNet5(_LeNet):
-    """Modern LeNet-5: 6-16-120-84-10 with full C3; 61,706 parameters."""
+    """Modern LeNet-5: 6-16-120-84-10 with full C3; 61,706 parameters.
+
+    `width_multiplier` scales the 6, 16, 120 and 84.
+    """
 
     activation: str = "tanh"
     pool: str = "avg"
+    width_multiplier: float = 1.0
 
     @nn.compact
     def __call__(self, x: jax.Array, *, train: bool = False) -> jax.Array:
         x, conv = self._input_and_conv(x, "lenet5")
         act = _activation(self.activation)
+        w = lambda n: scaled(n, self.width_multiplier)
         dense = lambda n, name: nn.Dense(n, dtype=self.dtype, name=name)
-        x = act(conv(6, (5, 5), name="c1")(x))
+        x = act(conv(w(6), (5, 5), name="c1")(x))
         x = Pool(self.pool, 2, 2, name="s2")(x)
-        x = act(conv(16, (5, 5), name="c3")(x))
+        x = act(conv(w(16), (5, 5), name="c3")(x))
         x = Pool(self.pool, 2, 2, name="s4")(x)
         x = Flatten(name="flatten")(x)
-        x = act(dense(120, "c5")(x))
-        x = act(dense(84, "f6")(x))
+        x = act(dense(w(120), "c5")(x))
+        x = act(dense(w(84), "f6")(x))
         return dense(self.num_classes, "output")(x).astype(jnp.float32)
 
 

@@ -9,6 +9,7 @@ multiply-adds per 32x32 image.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from typing import Any
 
@@ -16,7 +17,13 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from cnn_cases.models.layers import GlobalAvgPool, ceil_mode_pool, check_min_size, conv_factory
+from cnn_cases.models.layers import (
+    GlobalAvgPool,
+    ceil_mode_pool,
+    check_min_size,
+    conv_factory,
+    scaled,
+)
 
 
 class MlpConv(nn.Module):
@@ -41,11 +48,13 @@ class NiN(nn.Module):
     """Three mlpconv blocks (192-160-96, 192-192-192, 192-192-classes), pools, dropout 0.5.
 
     As the authors' Caffe model, ReLU follows the last 1x1 conv too, before global pooling.
+    `width_multiplier` scales every width but the last block's one map per class.
     """
 
     num_classes: int = 10
     dropout: float = 0.5
     dtype: Any = jnp.float32
+    width_multiplier: float = 1.0
 
     min_input_size: int = 6  # both 3x3/2 pools need a 3x3 input
     kernels: str = "auto"  # convolution/BatchNorm implementation: auto, onednn, xla
@@ -54,13 +63,13 @@ class NiN(nn.Module):
     def __call__(self, x: jax.Array, *, train: bool = False) -> jax.Array:
         check_min_size(x, self.min_input_size, "nin")
         x = x.astype(self.dtype)
-        x = MlpConv((192, 160, 96), 5, dtype=self.dtype, kernels=self.kernels, name="mlpconv1")(x)
+        w = lambda *channels: tuple(scaled(c, self.width_multiplier) for c in channels)
+        block = functools.partial(MlpConv, dtype=self.dtype, kernels=self.kernels)
+        x = block(w(192, 160, 96), 5, name="mlpconv1")(x)
         x = ceil_mode_pool(x, "max", "pool1")
         x = nn.Dropout(self.dropout, deterministic=not train, name="drop1")(x)
-        x = MlpConv((192, 192, 192), 5, dtype=self.dtype, kernels=self.kernels, name="mlpconv2")(x)
+        x = block(w(192, 192, 192), 5, name="mlpconv2")(x)
         x = ceil_mode_pool(x, "avg", "pool2")
         x = nn.Dropout(self.dropout, deterministic=not train, name="drop2")(x)
-        x = MlpConv(
-            (192, 192, self.num_classes), 3, dtype=self.dtype, kernels=self.kernels, name="mlpconv3"
-        )(x)
+        x = block((*w(192, 192), self.num_classes), 3, name="mlpconv3")(x)
         return GlobalAvgPool(name="pool3")(x).astype(jnp.float32)

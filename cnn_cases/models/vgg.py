@@ -1,7 +1,11 @@
-"""VGG (Simonyan & Zisserman, 2015): 3x3 same convs, 2x2/2 max pools, 64 -> 512 channels."""
+"""VGG (Simonyan & Zisserman, 2015): 3x3 same convs, 2x2/2 max pools, 64 -> 512 channels.
+
+`VGG` is the ImageNet model (torchvision's layout); `VGGCifar` the same stages for 32x32.
+"""
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from typing import Any
 
@@ -16,6 +20,7 @@ from cnn_cases.models.layers import (
     classifier,
     conv_factory,
     norm_factory,
+    scaled,
 )
 
 WIDTHS: tuple[int, ...] = (64, 128, 256, 512, 512)
@@ -30,7 +35,10 @@ STAGES: dict[int, tuple[int, ...]] = {
 
 
 class VGG(nn.Module):
-    """VGG-11/13/16/19, optionally with BatchNorm; adaptive 7x7 pool before the classifier."""
+    """VGG-11/13/16/19, optionally with BatchNorm; adaptive 7x7 pool before the classifier.
+
+    `width_multiplier` scales every stage's channels and the FC width.
+    """
 
     stage_sizes: Sequence[int]
     widths: Sequence[int] = WIDTHS
@@ -38,6 +46,9 @@ class VGG(nn.Module):
     num_classes: int = 1000
     dropout: float = 0.5
     dtype: Any = jnp.float32
+    width_multiplier: float = 1.0
+    fc_width: int = 4096
+    pool_size: tuple[int, int] = (7, 7)  # of the adaptive pool before the classifier
 
     min_input_size: int = 32
     kernels: str = "auto"  # convolution/BatchNorm implementation: auto, onednn, xla
@@ -50,11 +61,23 @@ class VGG(nn.Module):
         norm = norm_factory(train, self.kernels, dtype=self.dtype)
         for i, (size, width) in enumerate(zip(self.stage_sizes, self.widths, strict=True)):
             for j in range(size):
-                x = conv(width, (3, 3), name=f"conv{i + 1}_{j + 1}")(x)
+                x = conv(scaled(width, self.width_multiplier), (3, 3), name=f"conv{i + 1}_{j + 1}")(
+                    x
+                )
                 if self.batch_norm:
                     x = norm(name=f"bn{i + 1}_{j + 1}", act=nn.relu)(x)
                 else:
                     x = nn.relu(x)
             x = Pool("max", 2, 2, name=f"pool{i + 1}")(x)
-        x = AdaptiveAvgPool((7, 7), name="avgpool")(x)
-        return classifier(x, self.num_classes, self.dropout, train, self.dtype)
+        x = AdaptiveAvgPool(self.pool_size, name="avgpool")(x)
+        fc_width = scaled(self.fc_width, self.width_multiplier)
+        return classifier(x, self.num_classes, self.dropout, train, self.dtype, fc_width)
+
+
+# VGG for 32x32 images: the same stages (3x3 same convs, 2x2/2 max pools, 64 -> 512 channels),
+# whose five pools leave 1x1x512 where ImageNet's 224x224 leaves 7x7x512. The classifier reads
+# that 1x1x512 (the adaptive pool is the identity) through dropout 0.5 and FC 512-512 instead
+# of 4096-4096, as the common CIFAR-10 VGGs do (chengyangfu/pytorch-vgg-cifar10 exactly;
+# kuangliu/pytorch-cifar keeps only the last FC). VGG-16: 15,245,130 parameters, 313,725,952
+# multiply-adds per image (pinned in tests/test_models.py).
+VGGCifar = functools.partial(VGG, num_classes=10, fc_width=512, pool_size=(1, 1))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -80,23 +79,13 @@ def inception_bottleneck(
     """Left: final test error against multiply-adds per image (log scale), one point per run,
     labelled with its parameters; right: train (dashed) and test (solid) curves."""
     fig, (left, right) = plt.subplots(1, 2, figsize=(11.5, 4.2))
-    cmap = plt.get_cmap("tab10")
-    placed: list[tuple[float, float]] = []
-    for i, (name, r) in enumerate(results.items()):
-        x, y = r["macs"], 100 * r["test_error"]
-        left.scatter(x, y, s=60, color=cmap(i % 10), zorder=3)
-        # Stack the labels of points that (nearly) coincide instead of printing them over
-        # each other.
-        near = sum(abs(math.log10(x / px)) < 0.2 and abs(y - py) < 2.0 for px, py in placed)
-        placed.append((x, y))
-        left.annotate(
-            f"{name}\n{r['params']:,} params",
-            (x, y),
-            textcoords="offset points",
-            xytext=(6, 6 - 24 * near),
-            fontsize=8,
-            color=cmap(i % 10),
-        )
+    colours = plotting.colours(len(results), "tab10")
+    points = [
+        (r["macs"], 100 * r["test_error"], f"{n}\n{r['params']:,} params")
+        for n, r in results.items()
+    ]
+    left.scatter([p[0] for p in points], [p[1] for p in points], s=60, color=colours, zorder=3)
+    plotting.label_points(left, points, colours)
     left.set_xscale("log")
     left.xaxis.set_minor_formatter(ticker.NullFormatter())  # crowded on 1 decade
     left.set_xlabel("multiply-adds per image")
@@ -155,3 +144,53 @@ def why_resnets(
     gnorm.grid(alpha=0.3, which="both")
     gnorm.legend(fontsize=8)
     plotting.save(fig, path, title, dpi=110)
+
+
+def history(
+    results: Mapping[str, Mapping[str, Any]],
+    path: str,
+    *,
+    frontier: Sequence[str] = (),
+    machine: str = "",
+    title: str = "",
+) -> None:
+    """Test error against multiply-adds per image and against parameters (log x), one
+    labelled point per net (± one standard deviation over the seeds where there are several),
+    the nets of `frontier` joined on the first; then each net's measured seconds per step."""
+    fig, (by_macs, by_params, speed) = plt.subplots(
+        1, 3, figsize=(17, 5.2), gridspec_kw={"width_ratios": (1, 1, 0.7)}
+    )
+    years = sorted({r["year"] for r in results.values()})
+    cmap = plt.get_cmap("viridis")
+    colours = [
+        cmap(0.9 * years.index(r["year"]) / max(len(years) - 1, 1)) for r in results.values()
+    ]
+    for ax, key, xlabel in (
+        (by_macs, "macs", "multiply-adds per image"),
+        (by_params, "params", "parameters"),
+    ):
+        points = [(r[key], 100 * r["test_error"], r["net"]) for r in results.values()]
+        for (x, y, _), r, c in zip(points, results.values(), colours, strict=True):
+            err = 100 * r.get("test_error_std", 0.0)
+            ax.errorbar(x, y, yerr=err or None, fmt="o", ms=6, capsize=3, color=c)
+        plotting.label_points(ax, points, ["black"] * len(points), fontsize=7.5)
+        ax.set_xscale("log")
+        ax.xaxis.set_minor_formatter(ticker.NullFormatter())
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel("final test error (%)")
+        ax.grid(alpha=0.3, which="both")
+        ax.margins(x=0.15, y=0.12)
+    if frontier:
+        pts = [(results[n]["macs"], 100 * results[n]["test_error"]) for n in frontier]
+        by_macs.step(*zip(*pts, strict=True), "--", where="post", color="grey", lw=1, zorder=0)
+    by_macs.set_title("error against cost (dashed: the frontier)", fontsize=10)
+    by_params.set_title("error against size", fontsize=10)
+    names = list(results)
+    seconds = [results[n]["step_seconds"] or 0.0 for n in names]
+    speed.barh(range(len(names)), seconds, color=colours)
+    speed.set_yticks(range(len(names)), [results[n]["net"] for n in names], fontsize=7.5)
+    speed.invert_yaxis()
+    speed.set_xlabel("seconds per train step (median)")
+    speed.grid(alpha=0.3, axis="x")
+    speed.set_title(f"measured on {machine}" if machine else "measured", fontsize=9)
+    plotting.save(fig, path, title)

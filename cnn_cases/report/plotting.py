@@ -3,6 +3,7 @@ display needed); the studies' figures are in `cnn_cases.report.figures`."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -47,6 +48,30 @@ def plot_curves(
     ax.set_ylabel("error (%)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
+
+
+def label_points(
+    ax: Any,
+    points: Sequence[tuple[float, float, str]],
+    colours: Sequence[Any],
+    *,
+    fontsize: float = 8,
+) -> None:
+    """Labels each (x, y, text) point of a log-x axis beside it; the labels of points that
+    (nearly) coincide are stacked instead of printed over each other."""
+    placed: list[tuple[float, float]] = []
+    for (x, y, text), colour in zip(points, colours, strict=True):
+        near = sum(abs(math.log10(x / px)) < 0.2 and abs(y - py) < 2.0 for px, py in placed)
+        placed.append((x, y))
+        drop = 1.5 * fontsize * (text.count("\n") + 1) * near
+        ax.annotate(
+            text,
+            (x, y),
+            textcoords="offset points",
+            xytext=(6, 6 - drop),
+            fontsize=fontsize,
+            color=colour,
+        )
 
 
 def panels_figure(
