@@ -7,9 +7,16 @@ import tensorflow_datasets as tfds
 from cnn_cases.engine import train
 from experiments import imagenet
 
-# The smallest input each model takes (its min_input_size), and the batch that keeps the step
-# cheap on a CPU; the recipe's optimiser, schedule and preprocessing stay as they are.
+# Near the smallest input each model takes (its min_input_size), and narrow layers, so that the
+# step is cheap on a CPU; the recipe's optimiser, schedule, preprocessing and depth stay.
 TINY = {"alexnet": 72, "vgg16": 32, "resnet50": 32, "resnet50_bf16": 32, "googlenet": 96}
+NARROW = {
+    "alexnet": {"width_multiplier": 1 / 16},
+    "vgg16": {"width_multiplier": 1 / 16},
+    "resnet50": {"widths": (8, 16, 32, 64)},
+    "resnet50_bf16": {"widths": (8, 16, 32, 64)},
+    "googlenet": {"width_multiplier": 1 / 8},
+}
 
 
 @pytest.mark.parametrize("preset", sorted(imagenet.RECIPES))
@@ -32,8 +39,7 @@ def test_every_imagenet_preset_trains_on_mock_imagenet(tmp_path, preset):
         data_dir=str(tmp_path / "tfds"),
         verbose=False,
     )
-    if preset == "resnet50":
-        c.accumulate_steps = 2  # the recipe's batch as 2 micro-batches
+    c.model_kwargs = NARROW[preset]
     with tfds.testing.mock_data(num_examples=24, policy=tfds.testing.MockPolicy.USE_CODE):
         (result,) = train.train(c, str(tmp_path / "run"))
     assert result.steps == 2 and result.test_top5_error is not None

@@ -19,22 +19,20 @@ from tests import tiny_tfds
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WORKER = os.path.join(ROOT, "tests", "interrupt_worker.py")
-SIZES = {"train": 80, "test": 37}  # 37 examples: no batch size divides them
+NAME = "tiny_cifar_ar"  # conftest's: 64 train and 32 test images, as ArrayRecord
 
 
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-    root = tmp_path_factory.mktemp("tfds")
-    tiny_tfds.write(str(root), "tiny_stream", sizes=SIZES, file_format="array_record")
-    return str(root)
+@pytest.fixture
+def data_dir(tiny_tfds_dir):
+    return tiny_tfds_dir
 
 
 def _stream(data_dir, split):
-    return streaming.open_stream(splits.prepared_builder("tiny_stream", data_dir), split)
+    return streaming.open_stream(splits.prepared_builder(NAME, data_dir), split)
 
 
 def _memory(data_dir, split):
-    return splits.load_split("tiny_stream", split, data_dir=data_dir)
+    return splits.load_split(NAME, split, data_dir=data_dir)
 
 
 def test_streamed_batches_are_the_in_memory_batches(data_dir):
@@ -55,7 +53,7 @@ def test_streamed_batches_are_the_in_memory_batches(data_dir):
             batches = streaming.TrainBatches(
                 stream, pre, num_steps=12, process_index=p, process_count=2, **kw
             )
-            for step in range(12):  # 2 epochs and a half: 5 batches of 16 per epoch
+            for step in range(12):  # 3 epochs: 4 batches of 16 per epoch
                 images, labels = next(batches)
                 want = pipeline.batch(step)
                 assert np.array_equal(images, want[0]) and np.array_equal(labels, want[1])
@@ -68,25 +66,25 @@ def test_evaluation_covers_the_split_exactly_once(data_dir):
     seen = []
     for p in range(2):
         got = list(
-            streaming.eval_batches(stream, pre, batch_size=8, process_index=p, process_count=2)
+            streaming.eval_batches(stream, pre, batch_size=12, process_index=p, process_count=2)
         )
         want = list(
             input_pipeline.eval_batches(
-                split, batch_size=8, mean=None, process_index=p, process_count=2
+                split, batch_size=12, mean=None, process_index=p, process_count=2
             )
         )
-        assert len(got) == len(want) == 5  # ceil(37 / 8)
+        assert len(got) == len(want) == 3  # ceil(32 / 12): the last of 8 and 4 padding rows
         for g, w in zip(got, want, strict=True):
             assert all(np.array_equal(a, b) for a, b in zip(g, w, strict=True))
         seen.append(np.concatenate([labels[mask > 0] for _, labels, mask in got]))
-    assert sum(len(s) for s in seen) == 37  # nothing dropped, nothing counted twice
+    assert sum(len(s) for s in seen) == 32  # nothing dropped, nothing counted twice
     rows = np.concatenate([np.stack([b[1] for b in _rows(stream, p)]) for p in range(2)])
     assert sorted(rows.tolist()) == sorted(split.labels.tolist())
 
 
 def _rows(stream, p):
     for images, labels, mask in streaming.eval_batches(
-        stream, streaming.Preprocess(), batch_size=8, process_index=p, process_count=2
+        stream, streaming.Preprocess(), batch_size=12, process_index=p, process_count=2
     ):
         yield from ((im, lab) for im, lab, m in zip(images, labels, mask, strict=True) if m)
 
@@ -135,16 +133,15 @@ def test_imagenet_preprocessing_makes_fixed_size_standardised_images():
         streaming.Preprocess(kind="imagenet")
 
 
-def test_a_tfrecord_only_dataset_names_the_conversion(tmp_path):
-    tiny_tfds.write(str(tmp_path), "tiny_tfrecord", sizes={"train": 8, "test": 8})
-    builder = splits.prepared_builder("tiny_tfrecord", str(tmp_path))
+def test_a_tfrecord_only_dataset_names_the_conversion(tiny_tfds_dir):
+    builder = splits.prepared_builder("tiny_cifar", tiny_tfds_dir)  # conftest's, TFRecord
     with pytest.raises(ValueError, match=r"TFRecord only.*convert_array_record"):
         streaming.open_stream(builder, "train")
 
 
 def _config(data_dir, flags=()):
     flags = [
-        "--config.dataset=tiny_stream",
+        f"--config.dataset={NAME}",
         f"--config.data_dir={data_dir}",
         "--config.pipeline=stream",
         "--config.num_steps=6",

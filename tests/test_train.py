@@ -16,7 +16,6 @@ import pytest
 
 from cnn_cases.data import input_pipeline, splits
 from cnn_cases.engine import defaults, rundir, steps, train
-from tests import tiny_tfds
 from tests.train_worker import tiny_config
 
 WORKER = os.path.join(os.path.dirname(__file__), "train_worker.py")
@@ -315,16 +314,8 @@ def test_two_processes_match_one_process(tmp_path):
     _assert_same(single, _two_processes(tmp_path, "multi", "--late_seconds", "35"), atol=1e-5)
 
 
-def test_two_processes_match_one_process_when_streamed(tmp_path):
+def test_two_processes_match_one_process_when_streamed(tmp_path, tiny_tfds_dir):
     # Each process reads its own rows of every batch from the ArrayRecord files.
-    tiny_tfds.write(str(tmp_path / "tfds"), "tiny_stream", file_format="array_record")
-    data = [
-        "--dataset",
-        "tiny_stream",
-        "--data_dir",
-        str(tmp_path / "tfds"),
-        "--pipeline",
-        "stream",
-    ]
+    data = ["--dataset", "tiny_cifar_ar", "--data_dir", tiny_tfds_dir, "--pipeline", "stream"]
     single = _run_worker(tmp_path, "single", "--devices", "4", *data)
     _assert_same(single, _two_processes(tmp_path, "multi", *data), atol=1e-5)
