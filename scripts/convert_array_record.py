@@ -23,7 +23,7 @@ from collections.abc import Sequence
 from absl import app, flags, logging
 
 _DIR = flags.DEFINE_string("dataset_dir", None, "a prepared dataset's NAME/VERSION folder")
-_WORKERS = flags.DEFINE_integer("workers", os.cpu_count() or 1, "shards converted at once")
+_THREADS = flags.DEFINE_integer("threads", os.cpu_count() or 1, "shards converted at once")
 
 
 def _convert_shard(tfrecord: str) -> str:
@@ -39,7 +39,7 @@ def _convert_shard(tfrecord: str) -> str:
     return out
 
 
-def convert(dataset_dir: str, workers: int = 1) -> list[str]:
+def convert(dataset_dir: str, threads: int = 1) -> list[str]:
     """Adds ArrayRecord files to the TFRecord dataset in `dataset_dir` (its NAME/VERSION
     folder, holding dataset_info.json); returns them."""
     info_path = os.path.join(dataset_dir, "dataset_info.json")
@@ -53,7 +53,7 @@ def convert(dataset_dir: str, workers: int = 1) -> list[str]:
     shards = sorted(glob.glob(os.path.join(dataset_dir, "*.tfrecord-*-of-*")))
     if info.get("fileFormat", "tfrecord") != "tfrecord" or not shards:
         raise ValueError(f"{dataset_dir!r} is not prepared as TFRecord (no *.tfrecord-* shards)")
-    with concurrent.futures.ThreadPoolExecutor(max(1, workers)) as pool:
+    with concurrent.futures.ThreadPoolExecutor(max(1, threads)) as pool:
         written = list(pool.map(_convert_shard, shards))
     formats = info.get("alternativeFileFormats", [])
     if "array_record" not in formats:
@@ -71,7 +71,7 @@ def main(argv: Sequence[str]) -> None:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
     if not _DIR.value:
         raise app.UsageError("--dataset_dir is required")
-    convert(_DIR.value, _WORKERS.value)
+    convert(_DIR.value, _THREADS.value)
 
 
 if __name__ == "__main__":

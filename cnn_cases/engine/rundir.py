@@ -49,7 +49,7 @@ class RunResult:
     curves: list[dict[str, float]]
     aux_test_errors: list[float] = dataclasses.field(default_factory=list)
     step_seconds: float | None = None  # median over the logged intervals (input included)
-    train_top5_error: float | None = None  # with more than 5 classes
+    train_top5_error: float | None = None  # with more than 10 classes
     test_top5_error: float | None = None
 
 

@@ -3,8 +3,9 @@
 Pure functions, jitted by the engine (`cnn_cases.engine.train`) over a device mesh: SGD with
 momentum, L2 weight decay and a step schedule; `train_step` with auxiliary heads' losses,
 gradient accumulation and a finiteness flag for the NaN guard; `eval_step` summing top-1 and
-top-5 errors over the real rows of a padded batch. Several seeds are one program: their states
-stacked on a leading axis (`create_seed_states`) and the steps `jax.vmap`-ed.
+top-5 errors (top-5 for more than 10 classes) over the real rows of a padded batch. Several
+seeds are one program: their states stacked on a leading axis (`create_seed_states`) and the
+steps `jax.vmap`-ed.
 """
 
 from __future__ import annotations
@@ -213,6 +214,10 @@ def train_step(
     return state, metrics
 
 
+# Top-5 error is counted for more classes than this (ImageNet, CIFAR-100; not 10-class sets).
+TOP5_ABOVE = 10
+
+
 def eval_step(
     state: TrainState,
     images: jax.Array,
@@ -237,7 +242,7 @@ def eval_step(
         "errors": wrong(logits),
         "count": jnp.sum(mask),
     }
-    if logits.shape[-1] > 5:  # top-5: the label is not among the 5 largest logits
+    if logits.shape[-1] > TOP5_ABOVE:  # top-5: the label is not among the 5 largest logits
         top5 = jax.lax.top_k(logits, 5)[1]
         missed = jnp.all(top5 != labels[:, None], axis=-1).astype(jnp.float32)
         out["top5_errors"] = jnp.sum(missed * mask)

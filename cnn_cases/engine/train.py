@@ -143,7 +143,7 @@ class _Run:
         self.last_good = step
 
     def evaluate(self, state: steps.TrainState, split: Any, limit: int | None) -> dict:
-        """Error, top-5 error (more than 5 classes) and loss (one value per seed when there
+        """Error, top-5 error (more than 10 classes) and loss (one value per seed when there
         are several), over exactly the first `limit` examples of `split`."""
         batches = loading.eval_batches(
             self.config,
