@@ -51,13 +51,17 @@ def get_config(preset: str | None = None) -> ml_collections.ConfigDict:
 
     full: every net at its paper's widths, 64k steps of 128 (lr 0.05 divided by 10 at 32k
         and 48k, He et al.'s schedule), the same for every net. Cost: 11 nets x 64k steps,
-        about 2.2G multiply-adds per image for all of them (19 hours on a T4 by the estimate
-        from multiply-adds); not measured on an accelerator here.
+        2.11G multiply-adds per image for all of them (18 hours on a T4 by the estimate from
+        multiply-adds); not measured on an accelerator here.
     colab: one Colab session on its T4: every net at half its widths, 3,000 steps of 128, lr
         /10 at 1,500 and 2,250 (`presets.COLAB_CIFAR`). About 13.5 minutes by an estimate from
         multiply-adds (`variants.estimate_minutes`); not measured.
     cpu: 500 steps of 128 for every net (lr 0.05, /10 at 400) at the widths of `CPU_WIDTHS`,
-        for 2 CPU cores: about 15 minutes a seed (see the README for the measured table).
+        for 2 CPU cores: about 15 minutes a seed on idle cores, estimated from a 100-step
+        run. Measured on 2 cores shared with other jobs (cifar10_jpeg): 22 minutes for seed 0,
+        43 for seeds 0-1 as one program; on the error-MACs frontier LeNet-5, GoogLeNet with
+        aux heads and ResNet-20 (lowest test error, 46.4 +- 1.3 %) by the mean and by each
+        seed. See the README for the table.
     smoke: seconds; for tests and notebooks (LeNet-5, and AlexNet at 1/16 width, 3 steps of
         16).
     """

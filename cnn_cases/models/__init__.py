@@ -63,6 +63,11 @@ _CIFAR_PARAMS = {
 }
 
 
+# VGG-11 (configuration A, which Simonyan & Zisserman trained from scratch) and VGG-16 for
+# CIFAR; other depths: `functools.partial(vgg.VGGCifar, stage_sizes=vgg.STAGES[19])`.
+CIFAR_VGG_DEPTHS = (11, 16)
+
+
 def _vgg_entries() -> dict[str, ModelSpec]:
     entries = {}
     for depth, (params, macs) in _VGG.items():
@@ -82,7 +87,7 @@ def _vgg_entries() -> dict[str, ModelSpec]:
             published_macs=macs,
             source=TV + " (BN adds 2 parameters per channel)",
         )
-        for bn in (False, True):
+        for bn in (False, True) if depth in CIFAR_VGG_DEPTHS else ():
             entries[f"vgg{depth}_cifar{'_bn' if bn else ''}"] = ModelSpec(
                 functools.partial(vgg.VGGCifar, stage_sizes=stages, batch_norm=bn),
                 CIFAR,

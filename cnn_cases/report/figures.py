@@ -85,13 +85,13 @@ def inception_bottleneck(
         for n, r in results.items()
     ]
     left.scatter([p[0] for p in points], [p[1] for p in points], s=60, color=colours, zorder=3)
-    plotting.label_points(left, points, colours)
     left.set_xscale("log")
     left.xaxis.set_minor_formatter(ticker.NullFormatter())  # crowded on 1 decade
     left.set_xlabel("multiply-adds per image")
     left.set_ylabel("final test error (%)")
     left.grid(alpha=0.3, which="both")
     left.margins(x=0.4, y=0.3)
+    plotting.label_points(left, points, colours)
     left.set_title("cost vs accuracy", fontsize=10)
     plotting.plot_curves(right, curves, TRAIN_TEST)
     right.set_title("learning curves", fontsize=10)
@@ -173,13 +173,13 @@ def history(
         for (x, y, _), r, c in zip(points, results.values(), colours, strict=True):
             err = 100 * r.get("test_error_std", 0.0)
             ax.errorbar(x, y, yerr=err or None, fmt="o", ms=6, capsize=3, color=c)
-        plotting.label_points(ax, points, ["black"] * len(points), fontsize=7.5)
         ax.set_xscale("log")
         ax.xaxis.set_minor_formatter(ticker.NullFormatter())
         ax.set_xlabel(xlabel)
         ax.set_ylabel("final test error (%)")
         ax.grid(alpha=0.3, which="both")
-        ax.margins(x=0.15, y=0.12)
+        ax.margins(x=0.2, y=0.12)
+        plotting.label_points(ax, points, ["black"] * len(points), fontsize=7.5)
     if frontier:
         pts = [(results[n]["macs"], 100 * results[n]["test_error"]) for n in frontier]
         by_macs.step(*zip(*pts, strict=True), "--", where="post", color="grey", lw=1, zorder=0)

@@ -3,7 +3,6 @@ display needed); the studies' figures are in `cnn_cases.report.figures`."""
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -12,6 +11,7 @@ import numpy as np
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
+from matplotlib.transforms import Bbox
 
 CurveKeys = Sequence[tuple[str, str, str]]  # (key in a curve row, line style, label)
 
@@ -57,21 +57,26 @@ def label_points(
     *,
     fontsize: float = 8,
 ) -> None:
-    """Labels each (x, y, text) point of a log-x axis beside it; the labels of points that
-    (nearly) coincide are stacked instead of printed over each other."""
-    placed: list[tuple[float, float]] = []
-    for (x, y, text), colour in zip(points, colours, strict=True):
-        near = sum(abs(math.log10(x / px)) < 0.2 and abs(y - py) < 2.0 for px, py in placed)
-        placed.append((x, y))
-        drop = 1.5 * fontsize * (text.count("\n") + 1) * near
-        ax.annotate(
-            text,
-            (x, y),
-            textcoords="offset points",
-            xytext=(6, 6 - drop),
-            fontsize=fontsize,
-            color=colour,
+    """Labels each (x, y, text) point beside it: above right, else below right, above left or
+    below left, the first place that covers no other point and no earlier label. Call it once
+    the axes' scales and limits are set."""
+    ax.autoscale_view()
+    renderer = ax.figure.canvas.get_renderer()
+    to_points = 72 / ax.figure.dpi
+    centres = ax.transData.transform([(x, y) for x, y, _ in points])
+    marks = [Bbox.from_bounds(cx - 4, cy - 4, 8, 8) for cx, cy in centres]
+    taken = list(marks)
+    for (x, y, text), colour, mark in zip(points, colours, marks, strict=True):
+        label = ax.annotate(
+            text, (x, y), textcoords="offset points", xytext=(5, 3), fontsize=fontsize, color=colour
         )
+        w, h = (d * to_points for d in label.get_window_extent(renderer).size)
+        for offset in ((5, 3), (5, -3 - h), (-5 - w, 3), (-5 - w, -3 - h), (5, 3)):
+            label.xyann = offset
+            box = label.get_window_extent(renderer)
+            if not any(box.overlaps(b) for b in taken if b is not mark):
+                break
+        taken.append(box)
 
 
 def panels_figure(
