@@ -27,7 +27,6 @@ import os
 from collections.abc import Sequence
 
 import ml_collections
-from absl import app, flags
 
 from experiments import common, presets
 from experiments import train as train_launcher
@@ -42,8 +41,16 @@ def _epochs(epochs: float, batch_size: int) -> int:
     return round(epochs * (TRAIN_EXAMPLES // batch_size))
 
 
-def _recipe(model: str, *, batch_size: int, epochs: int, lr: float, decays_at: Sequence[int],
-            weight_decay: float, **knobs: object) -> dict:
+def _recipe(
+    model: str,
+    *,
+    batch_size: int,
+    epochs: int,
+    lr: float,
+    decays_at: Sequence[int],
+    weight_decay: float,
+    **knobs: object,
+) -> dict:
     """A preset's keys: SGD with momentum 0.9, lr divided by 10 at the epochs `decays_at`."""
     per_epoch = TRAIN_EXAMPLES // batch_size
     return dict(
@@ -125,9 +132,7 @@ def googlenet() -> dict:
     lr 0.04, weight decay 2e-4 and 120 epochs, synchronous SGD, and no Polyak averaging.
     Reported (Table 3, one model, one crop): 10.07 % top-5 error (no top-1 given).
     """
-    c = _recipe(
-        "googlenet", batch_size=256, epochs=120, lr=0.04, decays_at=(), weight_decay=2e-4
-    )
+    c = _recipe("googlenet", batch_size=256, epochs=120, lr=0.04, decays_at=(), weight_decay=2e-4)
     return {**c, "lr_decay": 0.96, "lr_decay_every": _epochs(8, 256), "aux_loss_weight": 0.3}
 
 
@@ -171,12 +176,7 @@ def get_config(preset: str | None = None) -> ml_collections.ConfigDict:
     return c
 
 
-def main(argv: Sequence[str]) -> None:
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-    common.show_progress()
-    common.initialize_distributed()
-    train_launcher.run(flags.FLAGS.config, flags.FLAGS.workdir)
+main = train_launcher.main  # the same program; only the configs differ
 
 
 if __name__ == "__main__":

@@ -445,12 +445,6 @@ class TrainBatches:
         """Where the iterator stands: grain's state and what it was opened with."""
         return {"base": self._base, "workers": self._workers, "grain": self._it.get_state()}
 
-    def indices(self, step: int) -> np.ndarray:
-        """Example indices of this process's rows of global batch `step` (0-based, as
-        `input_pipeline.Pipeline.indices`)."""
-        e = self._element
-        return np.asarray([e.index(step * e.rows + r)[2] for r in range(e.rows)])
-
     def close(self) -> None:
         close = getattr(self._it, "close", None)
         if close is not None:

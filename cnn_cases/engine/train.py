@@ -160,7 +160,6 @@ class _Run:
         out = {
             "error": (total["errors"] / count).tolist(),
             "loss": (total["loss"] / count).tolist(),
-            "count": count.tolist(),
         }
         if "top5_errors" in total:
             out["top5_error"] = (total["top5_errors"] / count).tolist()
