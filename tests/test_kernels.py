@@ -147,10 +147,14 @@ def test_conv_outside_the_kernels_falls_back_to_lax():
     "act, add", [(None, False), (nn.relu, False), (nn.relu, True), (jnp.tanh, True)]
 )
 @pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
-def test_batch_norm_equals_flax(train, act, add, dtype):
-    """act(bn(x) [+ residual]): fused on oneDNN for ReLU, equal to flax's BatchNorm."""
+@pytest.mark.parametrize("c", [16, 21])
+def test_batch_norm_equals_flax(train, act, add, dtype, c):
+    """act(bn(x) [+ residual]): fused on oneDNN for ReLU, equal to flax's BatchNorm.
+
+    16 channels: the loops' compile-time width, one vector; 21: a runtime width, one vector
+    and 5 channels one at a time."""
     rng = np.random.default_rng(0)
-    x = jnp.asarray(rng.standard_normal((6, 5, 7, 16)) * 3 + 1, jnp.float32)
+    x = jnp.asarray(rng.standard_normal((6, 5, 7, c)) * 3 + 1, jnp.float32)
     residual = jnp.asarray(rng.standard_normal(x.shape), jnp.float32) if add else None
     c = x.shape[-1]
     variables = {
@@ -196,6 +200,34 @@ def test_batch_norm_equals_flax(train, act, add, dtype):
     f32 = run("xla", jnp.float32)
     for a, b, exact in zip(ours, flax_ref, f32, strict=True):
         assert _rel_norm(a, exact) <= max(1.25 * _rel_norm(b, exact), 1e-2)
+
+
+@pytest.mark.parametrize("c", [16, 40])
+def test_bf16_results_round_to_nearest_even(c):
+    """relu(x * 1 + 0 + r) in bf16: the f32 sum rounded as XLA rounds it, ties to even."""
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((4, 3, 5, c)).astype(jnp.bfloat16)
+    r = rng.standard_normal(x.shape).astype(jnp.bfloat16)
+    # Ties: 1 + 2^-8 lies halfway between 1 and 1 + 2^-7 (rounds down, to even), 1 + 3 * 2^-8
+    # between 1 + 2^-7 and 1 + 2^-6 (up, to even).
+    x[0, 0, 0, :4] = 1
+    r[0, 0, 0, :4] = [2**-8, 3 * 2**-8, -(2**-9), 2**-9]
+    var, eps = np.float32(0.75), np.float32(1e-5)
+    scale = np.full(c, np.sqrt(var + eps), np.float32)  # scale / sqrt(var + eps) == 1 exactly
+    zeros = jnp.zeros(c, jnp.float32)
+    y = batch_norm.batch_norm_inference(
+        jnp.asarray(x),
+        jnp.asarray(scale),
+        zeros,
+        zeros,
+        jnp.full(c, var),
+        epsilon=float(eps),
+        relu=True,
+        residual=jnp.asarray(r),
+    )
+    expected = jnp.maximum(jnp.asarray(x, jnp.float32) + jnp.asarray(r, jnp.float32), 0)
+    np.testing.assert_array_equal(np.asarray(y), np.asarray(expected.astype(jnp.bfloat16)))
+    assert list(np.asarray(y[0, 0, 0, :2], np.float32)) == [1, 1 + 2**-6]
 
 
 def test_a_residual_the_kernel_cannot_fuse_is_added_before_the_activation():
