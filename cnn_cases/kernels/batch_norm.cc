@@ -243,6 +243,7 @@ ffi::Error ForEachCopy(const BnShape& s, Fn&& fn) {
 ffi::Error BnTrain(ffi::ThreadPool pool, ffi::AnyBuffer x, F32Buffer scale, F32Buffer shift,
                    ffi::AnyBuffer residual, ffi::Result<ffi::AnyBuffer> y, F32Result mean,
                    F32Result var, BnAttrs a) {
+  HandlerTimer timer(kTimedBnTrain);
   omp_set_num_threads(1);
   BnShape s;
   auto err = ReadBnShape(x, &s, scale, shift, residual, *y, *mean, *var);
@@ -263,6 +264,7 @@ ffi::Error BnTrain(ffi::ThreadPool pool, ffi::AnyBuffer x, F32Buffer scale, F32B
 ffi::Error BnInference(ffi::ThreadPool pool, ffi::AnyBuffer x, F32Buffer scale,
                        F32Buffer shift, F32Buffer mean, F32Buffer var, ffi::AnyBuffer residual,
                        ffi::Result<ffi::AnyBuffer> y, BnAttrs a) {
+  HandlerTimer timer(kTimedBnInference);
   omp_set_num_threads(1);
   BnShape s;
   if (auto err = ReadBnShape(x, &s, scale, shift, mean, var, residual, *y); err.failure()) {
@@ -283,6 +285,7 @@ ffi::Error BnBackward(ffi::ThreadPool pool, ffi::AnyBuffer x, ffi::AnyBuffer dy,
                       ffi::AnyBuffer y, F32Buffer scale, F32Buffer mean, F32Buffer var,
                       ffi::Result<ffi::AnyBuffer> dx, F32Result dscale, F32Result dshift,
                       ffi::Result<ffi::AnyBuffer> dres, BnAttrs a) {
+  HandlerTimer timer(kTimedBnBackward);
   BnShape s;
   auto err = ReadBnShape(x, &s, dy, y, scale, mean, var, *dx, *dscale, *dshift, *dres);
   if (err.failure()) return err;

@@ -277,16 +277,19 @@ ffi::Error RunConv(ffi::ThreadPool& pool, ConvPass pass, ffi::AnyBuffer a, ffi::
 // y = x * w; x is NHWC, w HWIO.
 ffi::Error ConvForward(ffi::ThreadPool pool, ffi::AnyBuffer x, ffi::AnyBuffer w,
                        ffi::Result<ffi::AnyBuffer> y, ConvAttrs attrs) {
+  HandlerTimer timer(kTimedConvForward);
   return RunConv(pool, kForward, x, w, *y, attrs);
 }
 // dx from the output's gradient dy and the kernel w.
 ffi::Error ConvBackwardData(ffi::ThreadPool pool, ffi::AnyBuffer dy, ffi::AnyBuffer w,
                             ffi::Result<ffi::AnyBuffer> dx, ConvAttrs attrs) {
+  HandlerTimer timer(kTimedConvBackwardData);
   return RunConv(pool, kBackwardData, dy, w, *dx, attrs);
 }
 // dw (HWIO) from the activations x and the output's gradient dy.
 ffi::Error ConvBackwardWeights(ffi::ThreadPool pool, ffi::AnyBuffer x, ffi::AnyBuffer dy,
                                ffi::Result<ffi::AnyBuffer> dw, ConvAttrs attrs) {
+  HandlerTimer timer(kTimedConvBackwardWeights);
   return RunConv(pool, kBackwardWeights, x, dy, *dw, attrs);
 }
 

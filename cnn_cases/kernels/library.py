@@ -29,7 +29,8 @@ import jax
 from jax.sharding import PartitionSpec as P
 
 _PREFIX = "cnn_cases_"
-# The targets that cnn_cases.kernels.conv and cnn_cases.kernels.batch_norm call.
+# The targets that cnn_cases.kernels.conv and cnn_cases.kernels.batch_norm call, in the order
+# of the library's target table (and of its handler times).
 _CALLED = (
     "conv_forward",
     "conv_backward_data",
@@ -123,6 +124,32 @@ def abi_version() -> int | None:
     """The handlers' interface version, as the library states it, or None when not loaded."""
     lib = _load()[0]
     return None if lib is None else lib.cnn_cases_abi_version()
+
+
+def reset_handler_times() -> None:
+    """Zeroes the time and calls counted inside each handler (`handler_times`)."""
+    _timed_lib().cnn_cases_reset_handler_times()
+
+
+def handler_times() -> dict[str, tuple[float, int]]:
+    """Seconds spent inside each handler and its calls since `reset_handler_times`, by target
+    name ("conv_forward", ..., "bn_backward"): the wall time of each call, from XLA's call
+    into the handler to its return, inside whatever program runs it."""
+    lib = _timed_lib()
+    n = len(_CALLED)
+    ns, calls = (ctypes.c_int64 * n)(), (ctypes.c_int64 * n)()
+    lib.cnn_cases_handler_times.restype = ctypes.c_int64
+    timed = lib.cnn_cases_handler_times(ns, calls, ctypes.c_int64(n))
+    return {_CALLED[i]: (ns[i] / 1e9, calls[i]) for i in range(min(n, timed))}
+
+
+def _timed_lib() -> ctypes.CDLL:
+    lib, why = _load()
+    if lib is None:
+        raise RuntimeError(f"cnn_cases: oneDNN kernels unavailable: {why}")
+    if not hasattr(lib, "cnn_cases_handler_times"):
+        raise RuntimeError("the oneDNN library is a stale build: reinstall with `pip install -e .`")
+    return lib
 
 
 KERNELS = ("auto", "onednn", "xla")

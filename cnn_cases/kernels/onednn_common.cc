@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <cstdint>
 
@@ -86,6 +87,26 @@ std::vector<std::pair<int64_t, int64_t>> Chunks(int64_t n, int64_t parts) {
 
 int64_t Parts(ffi::ThreadPool& pool) { return std::max<int64_t>(1, pool.num_threads()); }
 
+namespace {
+
+std::atomic<int64_t> handler_ns[kTimedHandlers];
+std::atomic<int64_t> handler_calls[kTimedHandlers];
+
+int64_t NowNs() {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(
+             std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+
+}  // namespace
+
+HandlerTimer::HandlerTimer(TimedHandler h) : handler_(h), start_ns_(NowNs()) {}
+
+HandlerTimer::~HandlerTimer() {
+  handler_ns[handler_].fetch_add(NowNs() - start_ns_, std::memory_order_relaxed);
+  handler_calls[handler_].fetch_add(1, std::memory_order_relaxed);
+}
+
 }  // namespace cnn_cases
 
 // Every handler of the library, ended by a {nullptr, nullptr} record; Python registers
@@ -111,4 +132,22 @@ CNN_CASES_EXPORT int64_t cnn_cases_abi_version() { return 5; }
 CNN_CASES_EXPORT int64_t cnn_cases_onednn_version() {
   const dnnl_version_t* v = dnnl_version();
   return v->major * 10000 + v->minor * 100 + v->patch;
+}
+
+// The wall nanoseconds spent inside each handler and its calls since the last reset, in the
+// order of cnn_cases_targets(), into ns[0 .. n) and calls[0 .. n); returns how many
+// handlers are timed. Handlers that XLA runs at the same time each count their own time.
+CNN_CASES_EXPORT int64_t cnn_cases_handler_times(int64_t* ns, int64_t* calls, int64_t n) {
+  for (int64_t i = 0; i < std::min<int64_t>(n, cnn_cases::kTimedHandlers); ++i) {
+    ns[i] = cnn_cases::handler_ns[i].load();
+    calls[i] = cnn_cases::handler_calls[i].load();
+  }
+  return cnn_cases::kTimedHandlers;
+}
+
+CNN_CASES_EXPORT void cnn_cases_reset_handler_times() {
+  for (int i = 0; i < cnn_cases::kTimedHandlers; ++i) {
+    cnn_cases::handler_ns[i] = 0;
+    cnn_cases::handler_calls[i] = 0;
+  }
 }

@@ -153,6 +153,35 @@ class Cache {
 };
 
 // ---------------------------------------------------------------------------
+// Time inside the handlers, for profiles.
+// ---------------------------------------------------------------------------
+
+// The timed handlers, in the order of cnn_cases_targets().
+enum TimedHandler : int {
+  kTimedConvForward = 0,
+  kTimedConvBackwardData,
+  kTimedConvBackwardWeights,
+  kTimedBnTrain,
+  kTimedBnInference,
+  kTimedBnBackward,
+  kTimedHandlers,
+};
+
+// Adds the wall time from its construction to its destruction, and one call, to a
+// handler's totals (cnn_cases_handler_times).
+class HandlerTimer {
+ public:
+  explicit HandlerTimer(TimedHandler h);
+  ~HandlerTimer();
+  HandlerTimer(const HandlerTimer&) = delete;
+  HandlerTimer& operator=(const HandlerTimer&) = delete;
+
+ private:
+  TimedHandler handler_;
+  int64_t start_ns_;
+};
+
+// ---------------------------------------------------------------------------
 // The library's targets.
 // ---------------------------------------------------------------------------
 
