@@ -12,9 +12,15 @@ count from `cnn_cases.analysis.costs`: 2 FLOPs per multiply-add, x3 for forward 
 matmul GFLOP/s of this machine and the percentage of it, the first step's trace + compile
 seconds, and the input pipeline's images/s on its own (augment=True).
 `--vs_torch` also times the same CIFAR ResNet in PyTorch (`cnn_cases.interop.pytorch`,
-channels last, `--torch_threads` threads), alternating JAX and PyTorch repetitions so that both
-see the same machine load, and prints the ratio JAX / PyTorch. Only ratios measured side by
-side mean anything on a shared machine. The measurements: `cnn_cases.perf.throughput`.
+channels last, `--torch_threads` threads), eager and compiled with `torch.compile` (inductor;
+`--notorch_compile` leaves it out; its first two steps compile, about 50 s for resnet20 with a
+cold inductor cache, a few seconds with a warm one), alternating JAX and PyTorch repetitions so
+that all see the same machine load, and prints the ratios JAX / PyTorch. With
+`--dtype=bfloat16` PyTorch runs under bf16 autocast, and `--vs_f32` adds JAX's f32 step to the
+alternation for bf16's speed-up. Only ratios measured side by side mean anything on a shared
+machine. The measurements: `cnn_cases.perf.throughput`.
+
+    python scripts/benchmark.py --model=resnet20 --dtype=bfloat16 --vs_f32 --vs_torch
 """
 
 from __future__ import annotations
@@ -56,6 +62,15 @@ def define_flags(flag_values: flags.FlagValues) -> None:
         flag_values=fv,
     )
     cli.define_report_flags(fv, vs_torch_help="time the PyTorch reference too")
+    flags.DEFINE_bool(
+        "torch_compile",
+        True,
+        "with --vs_torch: PyTorch's step compiled with torch.compile too, beside eager",
+        flag_values=fv,
+    )
+    flags.DEFINE_bool(
+        "vs_f32", False, "with --dtype=bfloat16: JAX's f32 step too, alternated", flag_values=fv
+    )
     cli.require_positive(fv, "batch_size", "reps", "steps_per_rep", "pipeline_batches")
 
 

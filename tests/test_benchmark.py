@@ -49,8 +49,14 @@ def tiny(benchmark):
 
 @pytest.fixture
 def fixed_step_times(monkeypatch):
-    """The timed steps run, but report JAX 0.1 s and 0.2 s, PyTorch 0.4 s and 0.2 s per step."""
-    fixed = {"jax": (0.1, 0.2), "torch": (0.4, 0.2)}
+    """The timed steps run, but report JAX 0.1 s and 0.2 s, PyTorch 0.4 s and 0.2 s eager and
+    0.2 s and 0.1 s compiled, JAX's f32 step 0.3 s and 0.4 s per step."""
+    fixed = {
+        "jax": (0.1, 0.2),
+        "torch": (0.4, 0.2),
+        "torch_compiled": (0.2, 0.1),
+        "jax_f32": (0.3, 0.4),
+    }
 
     def time_calls(fns, **kw):
         result = timing.time_calls(fns, **kw)
@@ -78,8 +84,9 @@ def test_benchmark_json_keys_and_values(tiny):
 
 
 def test_benchmark_vs_torch(benchmark, fixed_step_times):
-    r = _run(benchmark, [*_TINY, "--vs_torch"])
+    r = _run(benchmark, [*_TINY, "--vs_torch", "--notorch_compile"])
     _positive_finite(r, (*KEYS, "torch_first_step_s"))
+    assert "torch_compiled_images_per_s" not in r and "torch_compile_s" not in r
     assert r["torch_params"] == r["params"]  # the reference is the same net
     # Batch 8: JAX 80 and 40 images/s, PyTorch 20 and 40; medians 60 and 30.
     assert r["images_per_s_reps"] == [80.0, 40.0] and r["torch_images_per_s_reps"] == [20.0, 40.0]
@@ -89,6 +96,36 @@ def test_benchmark_vs_torch(benchmark, fixed_step_times):
     assert r["ratio_jax_over_torch_paired"] == pytest.approx(2.5)  # median of 4 and 1
     assert r["torch_gflops"] == pytest.approx(30 * 6 * 848_032 / 1e9)
     assert "JAX / PyTorch" in throughput.format_report(r)
+
+
+def test_benchmark_vs_torch_compile_and_f32(benchmark, fixed_step_times):
+    # The compiled step really compiles (its first two steps); the timed steps are fixed.
+    r = _run(benchmark, [*_TINY, "--vs_torch", "--dtype=bfloat16", "--vs_f32"])
+    _positive_finite(r, ("torch_first_step_s", "torch_compile_s"))
+    # Batch 8: compiled 40 and 80 images/s, median 60, as JAX's: ratio 1; paired 0.5 and 2.
+    assert r["torch_compiled_images_per_s_reps"] == [40.0, 80.0]
+    assert r["torch_compiled_images_per_s"] == 60.0
+    assert r["ratio_jax_over_torch_compiled"] == pytest.approx(1.0)
+    assert r["ratio_jax_over_torch_compiled_paired"] == pytest.approx(1.25)  # median of 2, 0.5
+    assert r["ratio_jax_over_torch"] == pytest.approx(2.0)  # eager, as without compile
+    # f32: 0.35 s median against bf16's 0.15 s; paired 3 and 2.
+    assert r["f32_images_per_s_reps"] == [8 / 0.3, 8 / 0.4]
+    assert r["ratio_over_f32"] == pytest.approx(0.35 / 0.15)
+    assert r["ratio_over_f32_paired"] == pytest.approx(2.5)
+    report = throughput.format_report(r)
+    assert "torch.compile bf16 autocast" in report and "bfloat16 / f32" in report
+    values = cli.parse(benchmark.define_flags, ["--vs_f32"])
+    with pytest.raises(SystemExit, match="error: --vs_f32 compares a bfloat16 step"):
+        benchmark.run(values)
+
+
+def test_compiled_torch_step_computes_the_eager_step():
+    workload = Workload(model="resnet8", width=4, batch_size=8)
+    eager = pytorch.TorchTrainStep(workload)
+    compiled = pytorch.TorchTrainStep(workload, compile=True)
+    assert compiled.compiled and not eager.compiled
+    for _ in range(3):  # the first two compile (the update again, with momentum buffers)
+        assert float(compiled.step()) == pytest.approx(float(eager.step()), rel=1e-5)
 
 
 def test_benchmark_rejects_bad_arguments(benchmark):
@@ -131,4 +168,5 @@ def test_flags_keep_their_defaults(benchmark):
         None,
         2,
     )
-    assert not (values["vs_torch"] or values["json"] or values["scan"])
+    assert not (values["vs_torch"] or values["json"] or values["scan"] or values["vs_f32"])
+    assert values["torch_compile"]

@@ -206,6 +206,10 @@ class TorchTrainStep:
     """`workload`'s train step in PyTorch: SGD momentum, L2 weight decay added to the gradient
     (as optax's chain does), channels last, bf16 autocast for a bfloat16 `workload.dtype`.
 
+    `compile=True` runs the net through `torch.compile` (inductor: forward and backward graphs,
+    everything but the convolutions fused into generated C++) and the optimiser's update through
+    its own `torch.compile`, PyTorch's recipe for a compiled train step. Compilation happens in
+    the first two steps (the second recompiles the update, which then has momentum buffers).
     `step()` runs one step on the next of 3 random batches and returns the loss.
     """
 
@@ -216,10 +220,11 @@ class TorchTrainStep:
         learning_rate: float = 0.1,
         momentum: float = 0.9,
         weight_decay: float = 1e-4,
+        compile: bool = False,
     ):
-        net = cifar_net(workload.model, width=workload.width, num_classes=workload.num_classes)
         torch = self._torch = import_torch()
-        torch.manual_seed(workload.seed)
+        torch.manual_seed(workload.seed)  # the initial parameters: the same for the same seed
+        net = cifar_net(workload.model, width=workload.width, num_classes=workload.num_classes)
         self.net = net.to(memory_format=torch.channels_last)
         self.params = count_params(self.net)
         self._opt = torch.optim.SGD(
@@ -231,6 +236,9 @@ class TorchTrainStep:
             images, labels = workload.random_batch(rng)
             self.batches.append((nchw(images), torch.from_numpy(labels)))
         self.autocast = workload.dtype == "bfloat16"
+        self.compiled = compile
+        self._forward = torch.compile(self.net) if compile else self.net
+        self._update = torch.compile(self._opt.step) if compile else self._opt.step
         self._steps_done = 0
 
     def step(self) -> Any:
@@ -240,10 +248,10 @@ class TorchTrainStep:
         self._steps_done += 1
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.autocast):
             self._opt.zero_grad(set_to_none=True)
-            loss = torch.nn.functional.cross_entropy(self.net(images), labels)
+            loss = torch.nn.functional.cross_entropy(self._forward(images), labels)
             loss.backward()
-            self._opt.step()
-        return loss
+            self._update()
+        return loss.detach()
 
 
 def gradients(net: Any, images: np.ndarray, labels: np.ndarray, dtype: Any) -> dict[str, Any]:

@@ -7,12 +7,15 @@ multiply-add, x3 for forward + backward), the f32 matmul GFLOP/s of this machine
 percentage of it, the first step's trace + compile seconds, and the input pipeline's images/s
 on its own
 (`input_pipeline.Pipeline`, augment=True). With `vs_torch` it also times the same CIFAR ResNet
-in PyTorch (`pytorch.TorchTrainStep`), alternating JAX and PyTorch repetitions so that
-both see the same machine load, and reports the ratio JAX / PyTorch.
+in PyTorch (`pytorch.TorchTrainStep`), eager and (`torch_compile`) compiled with
+`torch.compile`, alternating JAX and PyTorch repetitions so that all see the same machine
+load, and reports the ratios JAX / PyTorch. A bfloat16 workload runs PyTorch under bf16
+autocast; `vs_f32` times JAX's f32 step beside it too, for bf16's speed-up over f32.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import math
 import os
@@ -118,30 +121,32 @@ def _jax_rates(
     }
 
 
-def _torch_results(
-    timings: dict[str, Timing],
-    torch_step: pytorch.TorchTrainStep,
-    threads: int,
-    first: Timing,
-    macs: float,
-    batch_size: int,
-) -> dict[str, Any]:
-    """PyTorch's images/s and GFLOP/s, and JAX's speed over it, from the alternated reps."""
-    torch_ips = timings["torch"].rates(batch_size)
-    torch_median = statistics.median(torch_ips)
-    jax_s, torch_s = timings["jax"].seconds, timings["torch"].seconds
+def _ratios(timings: dict[str, Timing], name: str, other: str, key: str) -> dict[str, float]:
+    """`name`'s speed over `other`'s: of the medians, and the median of paired repetitions."""
+    a, b = timings[name], timings[other]
     return {
-        "torch_images_per_s": torch_median,
-        "torch_images_per_s_reps": torch_ips,
-        "torch_gflops": torch_median * 3 * 2 * macs / 1e9,
-        "torch_params": torch_step.params,
-        "torch_threads": threads,
-        "torch_version": pytorch.import_torch().__version__,
-        "torch_first_step_s": first.median,
-        "ratio_jax_over_torch": statistics.median(timings["jax"].rates(batch_size)) / torch_median,
-        "ratio_jax_over_torch_paired": statistics.median(
-            t / j for j, t in zip(jax_s, torch_s, strict=True)
+        f"ratio_{key}": b.median / a.median,
+        f"ratio_{key}_paired": statistics.median(
+            t / s for s, t in zip(a.seconds, b.seconds, strict=True)
         ),
+    }
+
+
+def _torch_results(
+    timings: dict[str, Timing], name: str, first: Timing, macs: float, batch_size: int
+) -> dict[str, Any]:
+    """One PyTorch step's images/s and GFLOP/s, and JAX's speed over it, from the
+    alternated reps; `name` is "torch" (eager) or "torch_compiled"."""
+    ips = timings[name].rates(batch_size)
+    median = statistics.median(ips)
+    first_key = "torch_first_step_s" if name == "torch" else "torch_compile_s"
+    return {
+        f"{name}_images_per_s": median,
+        f"{name}_images_per_s_reps": ips,
+        f"{name}_gflops": median * 3 * 2 * macs / 1e9,
+        # eager: the first step; compiled: the first two, which compile
+        first_key: first.median if name == "torch" else sum(first.seconds),
+        **_ratios(timings, "jax", name, f"jax_over_{name}"),
     }
 
 
@@ -158,23 +163,34 @@ def benchmark(
     peak_tflops: float | None = None,
     vs_torch: bool = False,
     torch_threads: int = 2,
+    torch_compile: bool = True,
+    vs_f32: bool = False,
 ) -> dict[str, Any]:
     """Every measurement of one run, as a flat dict (see the module docstring).
 
     `warmup` untimed steps, then `reps` timed repetitions of `steps_per_rep` steps each.
     `peak_tflops`, the device's nominal dense peak for the dtype, adds model-FLOPs utilisation
-    `mfu`. Raises ValueError when `vs_torch` has no PyTorch reference for the model.
+    `mfu`. `vs_torch` times PyTorch eager and, with `torch_compile`, compiled; `vs_f32` (for a
+    bfloat16 workload) JAX's f32 step. Raises ValueError when `vs_torch` has no PyTorch
+    reference for the model, or `vs_f32` is asked of an f32 workload.
     """
+    if vs_f32 and workload.dtype == "float32":
+        raise ValueError("--vs_f32 compares a bfloat16 step with f32: add --dtype=bfloat16")
+    steps: dict[str, Any] = {}
+    first: dict[str, Timing] = {}
     if vs_torch:  # first: a model without a PyTorch reference fails before any timing
         torch_threads = pytorch.set_threads(torch_threads)
-        torch_step = pytorch.TorchTrainStep(workload)
-        first = time_calls({"torch": torch_step.step}, reps=1)["torch"]
+        for name, compiled in (("torch", False), ("torch_compiled", True))[: 1 + torch_compile]:
+            torch_step = pytorch.TorchTrainStep(workload, compile=compiled)
+            steps[name] = torch_step.step
+            first[name] = time_calls({name: torch_step.step}, reps=1 + compiled)[name]
     peak = matmul_gflops(matmul_size)
     jax_step = JaxTrainStep(workload)
     macs = _conventional_macs(workload)
-    steps = {"jax": jax_step.step}
-    if vs_torch:
-        steps["torch"] = torch_step.step
+    steps = {"jax": jax_step.step, **steps}
+    if vs_f32:
+        f32_step = JaxTrainStep(dataclasses.replace(workload, dtype="float32"))
+        steps["jax_f32"] = f32_step.step
     timings = time_calls(steps, reps=reps, warmup=warmup, number=steps_per_rep)
     rates = _jax_rates(timings["jax"], workload.batch_size, macs, peak, peak_tflops)
     pipe_ips = pipeline_images_per_s(
@@ -193,9 +209,19 @@ def benchmark(
         "dataset": dataset,
         **_machine(),
     }
+    if vs_f32:
+        f32_ips = timings["jax_f32"].rates(workload.batch_size)
+        out["f32_images_per_s"] = statistics.median(f32_ips)
+        out["f32_images_per_s_reps"] = f32_ips
+        out.update(_ratios(timings, "jax", "jax_f32", "over_f32"))
     if vs_torch:
-        batch_size = workload.batch_size
-        out.update(_torch_results(timings, torch_step, torch_threads, first, macs, batch_size))
+        out.update(
+            torch_params=torch_step.params,
+            torch_threads=torch_threads,
+            torch_version=pytorch.import_torch().__version__,
+        )
+        for name in first:
+            out.update(_torch_results(timings, name, first[name], macs, workload.batch_size))
     return out
 
 
@@ -226,19 +252,37 @@ def format_report(r: dict[str, Any]) -> str:
             f"{r['dataset']}, augment; {r['pipeline_ratio']:.1f}x the train step",
         ),
     ]
-    if "torch_images_per_s" in r:
+    if "f32_images_per_s" in r:
+        rows += [
+            ("JAX f32 step", f"{r['f32_images_per_s']:.1f}", "images/s", "same run"),
+            (
+                f"{r['dtype']} / f32",
+                f"{r['ratio_over_f32']:.2f}",
+                "x",
+                f"median of paired reps {r['ratio_over_f32_paired']:.2f}x",
+            ),
+        ]
+    autocast = " bf16 autocast" if r["dtype"] == "bfloat16" else ""
+    for name, label in (("torch", "eager"), ("torch_compiled", "torch.compile")):
+        if f"{name}_images_per_s" not in r:
+            continue
+        first = (
+            f"first step {r['torch_first_step_s']:.1f} s"
+            if name == "torch"
+            else f"compiling (first 2 steps) {r['torch_compile_s']:.1f} s"
+        )
         rows += [
             (
-                f"PyTorch {r['torch_version']}",
-                f"{r['torch_images_per_s']:.1f}",
+                f"PyTorch {r['torch_version']} {label}{autocast}",
+                f"{r[f'{name}_images_per_s']:.1f}",
                 "images/s",
-                f"{r['torch_gflops']:.1f} GFLOP/s, {r['torch_threads']} threads",
+                f"{r[f'{name}_gflops']:.1f} GFLOP/s, {r['torch_threads']} threads, {first}",
             ),
             (
-                "JAX / PyTorch",
-                f"{r['ratio_jax_over_torch']:.2f}",
+                f"JAX / PyTorch {label}",
+                f"{r[f'ratio_jax_over_{name}']:.2f}",
                 "x",
-                f"median of paired reps {r['ratio_jax_over_torch_paired']:.2f}x",
+                f"median of paired reps {r[f'ratio_jax_over_{name}_paired']:.2f}x",
             ),
         ]
     table = format_table(("measurement", "value", "unit", ""), rows, align="<><<")
