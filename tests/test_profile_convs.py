@@ -12,7 +12,14 @@ from cnn_cases import models
 from cnn_cases.analysis import costs
 from cnn_cases.perf import cli, convs, timing
 
-_TINY = ["--model=resnet8", "--width=4", "--batch_size=8", "--reps=1", "--step_reps=1"]
+_TINY = [
+    "--model=resnet8",
+    "--width=4",
+    "--batch_size=8",
+    "--reps=1",
+    "--step_reps=1",
+    "--matmul_size=256",
+]
 
 
 @pytest.fixture(scope="module")
@@ -60,8 +67,14 @@ def test_totals_weigh_each_shape_by_its_layers(profile_convs, monkeypatch):
     t = r["jax"]
     assert (t["fwd_ms"], t["dx_ms"], t["dw_ms"]) == (7.0, 7.0, 7.0)
     assert t["conv_ms"] == 21.0 and t["step_ms"] == 100.0
-    assert t["other_ms"] == 79.0 and t["conv_share"] == pytest.approx(0.21)
-    assert "21% convolutions, 79.0 ms the rest" in convs.format_report(r)
+    assert t["conv_share"] == pytest.approx(0.21)
+    # 7 BatchNorms (the stem's, and two per block), two passes each; the optimiser's update.
+    assert sum(n["count"] for n in r["norms"]) == 7
+    assert t["bn_ms"] == 14.0 and t["optimizer_ms"] == 1.0
+    assert t["other_ms"] == 100.0 - 21.0 - 14.0 - 1.0
+    report = convs.format_report(r)
+    assert "21% convolutions, 79.0 ms the rest" in report
+    assert "BatchNorm      14.0    14%" in report
 
 
 class _Mixed(nn.Module):
@@ -84,6 +97,50 @@ def test_distinct_convs_from_the_cost_geometry():
     ]
     assert rows[1]["pads"] == ((1, 1), (1, 1)) and rows[2]["strides"] == (2, 2)
     assert rows[1]["macs"] == 8 * 8 * 8 * 3 * 3 * 8 and rows[2]["macs"] == 4 * 4 * 4 * 8
+
+
+def test_distinct_norms_and_their_bytes():
+    model = models.get_model("resnet8", width=4)
+    norms = convs.distinct_norms(model, models.CIFAR)
+    # The stem's and each block's first: ReLU; each block's second: residual and ReLU.
+    assert [(n["shape"], n["relu"], n["add"], n["count"]) for n in norms] == [
+        ((32, 32, 4), True, False, 2),
+        ((32, 32, 4), True, True, 1),
+        ((16, 16, 8), True, False, 1),
+        ((16, 16, 8), True, True, 1),
+        ((8, 8, 16), True, False, 1),
+        ((8, 8, 16), True, True, 1),
+    ]
+    # 10 elements: forward x twice, (r), y; backward x, dy, y twice, dx, (dres).
+    assert convs.norm_bytes({"shape": (10,), "relu": True, "add": True}, 1, 4) == {
+        "fwd": 4 * 10 * 4,
+        "bwd": 8 * 10 * 4,
+    }
+    assert convs.norm_bytes({"shape": (10,), "relu": False, "add": False}, 2, 2) == {
+        "fwd": 3 * 20 * 2,
+        "bwd": 5 * 20 * 2,
+    }
+
+
+def test_step_split_counts_every_handler_call(profile_convs):
+    r = _run(profile_convs, _TINY)
+    split = r["in_step"]
+    # Per step: 7 convolutions forward and kernel gradient; the input gradient of all but the
+    # first (the image needs none); 7 BatchNorms forward and backward.
+    calls = {name: split[f"{name}_calls"] for name in convs.HANDLERS}
+    assert calls == {
+        "conv_forward": 7,
+        "conv_backward_data": 6,
+        "conv_backward_weights": 7,
+        "bn_train": 7,
+        "bn_backward": 7,
+    }
+    handlers_ms = sum(split[f"{name}_ms"] for name in convs.HANDLERS)
+    assert 0 < handlers_ms < split["step_ms"]
+    assert split["xla_ms"] == pytest.approx(split["step_ms"] - handlers_ms)
+    assert "Inside the whole step" in convs.format_report(r)
+    xla = _run(profile_convs, [*_TINY, "--kernels=xla"])
+    assert xla["in_step"] is None and "Inside" not in convs.format_report(xla)
 
 
 def test_vs_torch(profile_convs):
