@@ -7,10 +7,10 @@
 // y = relu(bn(x) + r); its gradient is the masked dy, which the backward pass writes out.
 //
 // The statistics and the backward pass need sums over the whole batch, which oneDNN's
-// primitive only computes inside one call; here each chunk sums its part (in double)
-// and the normalisation itself runs on oneDNN's inference primitive with the batch
-// statistics (fused with the ReLU). The residual block's end, relu(bn(x) + r), and the
-// backward pass are the loops of batch_norm_rows.h.
+// primitive only computes inside one call, and oneDNN has bf16 BatchNorm only on AVX-512;
+// so the handlers run the vectorised loops of batch_norm_rows.h on XLA's thread pool, a
+// chunk of the batch per thread: each chunk sums its part (in double), then normalises it
+// with the batch's statistics, the residual and the ReLU in the same pass.
 
 #include <algorithm>
 #include <cmath>
@@ -48,28 +48,6 @@ namespace {
 using F32Buffer = ffi::Buffer<ffi::F32>;
 using F32Result = ffi::ResultBuffer<ffi::F32>;
 
-struct BnEntry {
-  dnnl::primitive prim;
-  memory::desc data, stats, scratchpad;
-};
-
-// oneDNN's inference BatchNorm (given statistics) on a chunk of mb images.
-BnEntry BuildBnInference(memory::data_type dt, int64_t mb, int64_t h, int64_t w, int64_t c,
-                         float eps, bool relu) {
-  BnEntry e;
-  e.data = memory::desc({mb, c, h, w}, dt, tag::nhwc);
-  e.stats = memory::desc({c}, memory::data_type::f32, tag::a);
-  auto flags = dnnl::normalization_flags::use_scale | dnnl::normalization_flags::use_shift |
-               dnnl::normalization_flags::use_global_stats;
-  if (relu) flags |= dnnl::normalization_flags::fuse_norm_relu;
-  dnnl::batch_normalization_forward::primitive_desc pd(
-      Engine(), dnnl::prop_kind::forward_inference, e.data, e.data, eps, flags,
-      UserScratchpad());
-  e.prim = dnnl::batch_normalization_forward(pd);
-  e.scratchpad = pd.scratchpad_desc();
-  return e;
-}
-
 struct BnShape {
   int64_t n, h, w, c;
   int64_t copies;  // the product of the leading (vmapped) dimensions
@@ -96,12 +74,12 @@ ffi::Error ReadBnShape(ffi::AnyBuffer x, BnShape* s, const Buffers&... others) {
   return ffi::Error::Success();
 }
 
-// y = relu(x * a + b + residual) with a = scale / sqrt(var + eps), b = shift - mean * a,
-// chunk by chunk on the loops of batch_norm_rows.h.
+// y = relu?((x - mean) / sqrt(var + eps) * scale + shift [+ residual]), chunk by chunk on
+// the loops of batch_norm_rows.h; `residual` is null unless `add`.
 template <typename T>
-void AddRelu(ffi::ThreadPool& pool, const BnShape& s, const T* x, T* y, const float* scale,
-             const float* shift, const float* mean, const float* var, float eps,
-             const T* residual) {
+void Normalize(ffi::ThreadPool& pool, const BnShape& s, const T* x, T* y, const float* scale,
+               const float* shift, const float* mean, const float* var, float eps, bool relu,
+               const T* residual) {
   auto chunks = Chunks(s.n, Parts(pool));
   std::vector<float> a(s.c), b(s.c);
   for (int64_t k = 0; k < s.c; ++k) {
@@ -114,44 +92,9 @@ void AddRelu(ffi::ThreadPool& pool, const BnShape& s, const T* x, T* y, const fl
     const int64_t rows = chunks[i].second * per_image;
     WithChannels(s.c, [&](auto width) {
       constexpr int64_t C = decltype(width)::value;
-      AddReluRows<T, C>(x + off, residual + off, y + off, a.data(), b.data(), rows, s.c);
+      NormalizeRows<T, C>(x + off, residual ? residual + off : nullptr, y + off, a.data(),
+                          b.data(), rows, s.c, relu);
     });
-  });
-}
-
-// y = relu?((x - mean) / sqrt(var + eps) * scale + shift [+ residual]), chunk by chunk on
-// oneDNN; `residual` is null unless `add`.
-template <typename T>
-void Normalize(ffi::ThreadPool& pool, const BnShape& s, T* x, T* y, float* scale,
-               float* shift, float* mean, float* var, float eps, bool relu, T* residual) {
-  if (residual != nullptr) {
-    AddRelu<T>(pool, s, x, y, scale, shift, mean, var, eps, residual);
-    return;
-  }
-  auto chunks = Chunks(s.n, Parts(pool));
-  std::vector<std::shared_ptr<const BnEntry>> entries;
-  for (auto& [off, mb] : chunks) {
-    int32_t eps_bits;
-    std::memcpy(&eps_bits, &eps, sizeof(eps));
-    std::vector<int64_t> key = {static_cast<int64_t>(s.dt), mb, s.h, s.w, s.c, eps_bits, relu};
-    entries.push_back(Cache<BnEntry>::Global().Get(
-        key, [&] { return BuildBnInference(s.dt, mb, s.h, s.w, s.c, eps, relu); }));
-  }
-  const size_t image = s.h * s.w * s.c * s.elem;
-  ParallelFor(pool, chunks.size(), [&](int64_t i) {
-    const auto& e = *entries[i];
-    auto& eng = Engine();
-    const int64_t off = chunks[i].first;
-    std::unordered_map<int, memory> args = {
-        {DNNL_ARG_SRC, memory(e.data, eng, reinterpret_cast<char*>(x) + off * image)},
-        {DNNL_ARG_DST, memory(e.data, eng, reinterpret_cast<char*>(y) + off * image)},
-        {DNNL_ARG_SCALE, memory(e.stats, eng, scale)},
-        {DNNL_ARG_SHIFT, memory(e.stats, eng, shift)},
-        {DNNL_ARG_MEAN, memory(e.stats, eng, mean)},
-        {DNNL_ARG_VARIANCE, memory(e.stats, eng, var)},
-        {DNNL_ARG_SCRATCHPAD, memory(e.scratchpad, eng, Scratch(e.scratchpad.get_size()))}};
-    e.prim.execute(Stream(), args);
-    Stream().wait();
   });
 }
 

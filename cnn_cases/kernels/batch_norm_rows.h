@@ -161,12 +161,13 @@ __attribute__((target_clones("avx512f", "avx2", "default"))) void BackwardRows(
   }
 }
 
-// y = max(0, x * a[c] + b[c] + r): BatchNorm with given statistics, plus a residual, then
-// ReLU (oneDNN 3.2 has no inference primitive for fuse_norm_add_relu).
+// y = x * a[c] + b[c] [+ r], then max(0, .) if relu: BatchNorm with given statistics
+// (a = scale / sqrt(var + eps), b = shift - mean * a), the residual (where r is given) and
+// the ReLU.
 template <typename T, int64_t C>
-__attribute__((target_clones("avx512f", "avx2", "default"))) void AddReluRows(
+__attribute__((target_clones("avx512f", "avx2", "default"))) void NormalizeRows(
     const T* __restrict x, const T* __restrict r, T* __restrict y, const float* __restrict a,
-    const float* __restrict b, int64_t rows, int64_t runtime_c) {
+    const float* __restrict b, int64_t rows, int64_t runtime_c, bool relu) {
   const int64_t c = C > 0 ? C : runtime_c;
   const int64_t cv = c / kLanes * kLanes;
   const VecF zero{};
@@ -174,12 +175,14 @@ __attribute__((target_clones("avx512f", "avx2", "default"))) void AddReluRows(
     const int64_t base = row * c;
     for (int64_t k = 0; k < cv; k += kLanes) {
       const int64_t at = base + k;
-      const VecF v = LoadV(x, at) * LoadV(a, k) + LoadV(b, k) + LoadV(r, at);
-      StoreV(y, at, v > zero ? v : zero);
+      VecF v = LoadV(x, at) * LoadV(a, k) + LoadV(b, k);
+      if (r != nullptr) v += LoadV(r, at);
+      StoreV(y, at, relu ? (v > zero ? v : zero) : v);
     }
     for (int64_t k = cv; k < c; ++k) {
-      const float v = Load(x, base + k) * a[k] + b[k] + Load(r, base + k);
-      Store(y, base + k, v > 0.0f ? v : 0.0f);
+      float v = Load(x, base + k) * a[k] + b[k];
+      if (r != nullptr) v += Load(r, base + k);
+      Store(y, base + k, relu && !(v > 0.0f) ? 0.0f : v);
     }
   }
 }

@@ -4,7 +4,9 @@
 anything the kernels do not cover (other layouts or dtypes, input dilation, negative
 padding). It is a `jax.custom_vjp`: the forward pass and both gradients run on oneDNN.
 Under a multi-device mesh every device convolves its shard of the batch and the kernel
-gradient is summed over devices, as XLA's would be.
+gradient is summed over devices, as XLA's would be. bf16 convolutions run on oneDNN's bf16
+kernels where the CPU has bf16 dot products (`library.native_bf16`), and as f32 convolutions
+of the bf16 values elsewhere.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from cnn_cases.kernels.library import batch_axes, call, per_shard
+from cnn_cases.kernels.library import batch_axes, call, native_bf16, per_shard
 
 _DTYPES = (jnp.dtype(jnp.float32), jnp.dtype(jnp.bfloat16))
 # lax's dimension numbers for NHWC activations and HWIO kernels.
@@ -145,4 +147,9 @@ def conv_general_dilated(
     win = _window(lhs, rhs, *geometry, preferred_element_type)
     if win is None:
         return lax.conv_general_dilated(lhs, rhs, *geometry, precision, preferred_element_type)
+    if lhs.dtype == jnp.bfloat16 and not native_bf16():
+        # f32 on the bf16 values, rounded back: what a bf16 convolution computes (products
+        # exact, sums in f32), at f32's speed, where oneDNN has no fast bf16 convolution.
+        f32 = jnp.float32
+        return _conv(lhs.astype(f32), rhs.astype(f32), win).astype(jnp.bfloat16)
     return _conv(lhs, rhs, win)

@@ -126,6 +126,18 @@ def abi_version() -> int | None:
     return None if lib is None else lib.cnn_cases_abi_version()
 
 
+@functools.cache
+def native_bf16() -> bool:
+    """Whether oneDNN's convolutions run bf16 at its own rate on this CPU: AVX-512 with bf16
+    dot products (avx512_bf16) or AMX. False when the library does not load, or is a build
+    that cannot tell."""
+    lib = _load()[0]
+    if lib is None or not hasattr(lib, "cnn_cases_native_bf16"):
+        return False
+    lib.cnn_cases_native_bf16.restype = ctypes.c_int64
+    return bool(lib.cnn_cases_native_bf16())
+
+
 def reset_handler_times() -> None:
     """Zeroes the time and calls counted inside each handler (`handler_times`)."""
     _timed_lib().cnn_cases_reset_handler_times()

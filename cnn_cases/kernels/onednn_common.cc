@@ -151,3 +151,13 @@ CNN_CASES_EXPORT void cnn_cases_reset_handler_times() {
     cnn_cases::handler_calls[i] = 0;
   }
 }
+
+// Whether oneDNN's convolutions run bf16 at its own rate here: 1 where the CPU has AVX-512
+// with bf16 dot products (avx512_bf16, and every ISA above it: AMX), else 0. Elsewhere
+// oneDNN has no bf16 convolution (AVX2) or emulates it at half f32's speed (AVX-512).
+// Follows ONEDNN_MAX_CPU_ISA.
+CNN_CASES_EXPORT int64_t cnn_cases_native_bf16() {
+  const auto isa = static_cast<int64_t>(dnnl_get_effective_cpu_isa());
+  const auto bf16 = static_cast<int64_t>(dnnl_cpu_isa_avx512_core_bf16);
+  return (isa & bf16) == bf16;
+}
