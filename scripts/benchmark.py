@@ -3,6 +3,7 @@
     python scripts/benchmark.py --model=resnet20 --batch_size=128 --dtype=float32
     python scripts/benchmark.py --model=resnet56 --vs_torch --json
     python scripts/benchmark.py --model=resnet110 --scan          # compile time flat in depth
+    python scripts/benchmark.py --model=resnet56 --scan --vs_unrolled
     XLA_FLAGS=--xla_cpu_... python scripts/benchmark.py ...       # try an XLA flag
 
 Reports, all measured in the same run: images/s of the jitted `cnn_cases.engine.steps.train_step`
@@ -17,7 +18,8 @@ channels last, `--torch_threads` threads), eager and compiled with `torch.compil
 cold inductor cache, a few seconds with a warm one), alternating JAX and PyTorch repetitions so
 that all see the same machine load, and prints the ratios JAX / PyTorch. With
 `--dtype=bfloat16` PyTorch runs under bf16 autocast, and `--vs_f32` adds JAX's f32 step to the
-alternation for bf16's speed-up. Only ratios measured side by side mean anything on a shared
+alternation for bf16's speed-up, and `--scan --vs_unrolled` the unrolled step for scan's cost.
+Only ratios measured side by side mean anything on a shared
 machine. The measurements: `cnn_cases.perf.throughput`.
 
     python scripts/benchmark.py --model=resnet20 --dtype=bfloat16 --vs_f32 --vs_torch
@@ -70,6 +72,9 @@ def define_flags(flag_values: flags.FlagValues) -> None:
     )
     flags.DEFINE_bool(
         "vs_f32", False, "with --dtype=bfloat16: JAX's f32 step too, alternated", flag_values=fv
+    )
+    flags.DEFINE_bool(
+        "vs_unrolled", False, "with --scan: the unrolled step too, alternated", flag_values=fv
     )
     cli.require_positive(fv, "batch_size", "reps", "steps_per_rep", "pipeline_batches")
 

@@ -56,6 +56,7 @@ def fixed_step_times(monkeypatch):
         "torch": (0.4, 0.2),
         "torch_compiled": (0.2, 0.1),
         "jax_f32": (0.3, 0.4),
+        "jax_unrolled": (0.1, 0.1),
     }
 
     def time_calls(fns, **kw):
@@ -119,6 +120,16 @@ def test_benchmark_vs_torch_compile_and_f32(benchmark, fixed_step_times):
         benchmark.run(values)
 
 
+def test_benchmark_scan_vs_unrolled(benchmark, fixed_step_times):
+    r = _run(benchmark, [*_TINY, "--scan", "--vs_unrolled"])
+    assert r["scan"] and r["unrolled_images_per_s"] == 80.0
+    assert r["ratio_over_unrolled"] == pytest.approx(0.1 / 0.15)  # scanned 0.15 s median
+    assert r["ratio_over_unrolled_paired"] == pytest.approx(0.75)  # median of 1 and 0.5
+    assert r["unrolled_compile_s"] > 0 and "scan / unrolled" in throughput.format_report(r)
+    with pytest.raises(SystemExit, match="error: --vs_unrolled compares a scanned step"):
+        benchmark.run(cli.parse(benchmark.define_flags, ["--vs_unrolled"]))
+
+
 def test_compiled_torch_step_computes_the_eager_step():
     workload = Workload(model="resnet8", width=4, batch_size=8)
     eager = pytorch.TorchTrainStep(workload)
@@ -168,5 +179,5 @@ def test_flags_keep_their_defaults(benchmark):
         None,
         2,
     )
-    assert not (values["vs_torch"] or values["json"] or values["scan"] or values["vs_f32"])
+    assert not any(values[k] for k in ("vs_torch", "json", "scan", "vs_f32", "vs_unrolled"))
     assert values["torch_compile"]

@@ -165,17 +165,21 @@ def benchmark(
     torch_threads: int = 2,
     torch_compile: bool = True,
     vs_f32: bool = False,
+    vs_unrolled: bool = False,
 ) -> dict[str, Any]:
     """Every measurement of one run, as a flat dict (see the module docstring).
 
     `warmup` untimed steps, then `reps` timed repetitions of `steps_per_rep` steps each.
     `peak_tflops`, the device's nominal dense peak for the dtype, adds model-FLOPs utilisation
     `mfu`. `vs_torch` times PyTorch eager and, with `torch_compile`, compiled; `vs_f32` (for a
-    bfloat16 workload) JAX's f32 step. Raises ValueError when `vs_torch` has no PyTorch
-    reference for the model, or `vs_f32` is asked of an f32 workload.
+    bfloat16 workload) JAX's f32 step, `vs_unrolled` (for a scanned one) the unrolled step.
+    Raises ValueError when `vs_torch` has no PyTorch reference for the model, or `vs_f32` is
+    asked of an f32 workload, `vs_unrolled` of an unrolled one.
     """
     if vs_f32 and workload.dtype == "float32":
         raise ValueError("--vs_f32 compares a bfloat16 step with f32: add --dtype=bfloat16")
+    if vs_unrolled and not workload.scan:
+        raise ValueError("--vs_unrolled compares a scanned step with the unrolled one: add --scan")
     steps: dict[str, Any] = {}
     first: dict[str, Timing] = {}
     if vs_torch:  # first: a model without a PyTorch reference fails before any timing
@@ -191,6 +195,9 @@ def benchmark(
     if vs_f32:
         f32_step = JaxTrainStep(dataclasses.replace(workload, dtype="float32"))
         steps["jax_f32"] = f32_step.step
+    if vs_unrolled:
+        unrolled_step = JaxTrainStep(dataclasses.replace(workload, scan=False))
+        steps["jax_unrolled"] = unrolled_step.step
     timings = time_calls(steps, reps=reps, warmup=warmup, number=steps_per_rep)
     rates = _jax_rates(timings["jax"], workload.batch_size, macs, peak, peak_tflops)
     pipe_ips = pipeline_images_per_s(
@@ -214,6 +221,12 @@ def benchmark(
         out["f32_images_per_s"] = statistics.median(f32_ips)
         out["f32_images_per_s_reps"] = f32_ips
         out.update(_ratios(timings, "jax", "jax_f32", "over_f32"))
+    if vs_unrolled:
+        unrolled_ips = timings["jax_unrolled"].rates(workload.batch_size)
+        out["unrolled_images_per_s"] = statistics.median(unrolled_ips)
+        out["unrolled_images_per_s_reps"] = unrolled_ips
+        out["unrolled_compile_s"] = unrolled_step.compile_s
+        out.update(_ratios(timings, "jax", "jax_unrolled", "over_unrolled"))
     if vs_torch:
         out.update(
             torch_params=torch_step.params,
@@ -260,6 +273,21 @@ def format_report(r: dict[str, Any]) -> str:
                 f"{r['ratio_over_f32']:.2f}",
                 "x",
                 f"median of paired reps {r['ratio_over_f32_paired']:.2f}x",
+            ),
+        ]
+    if "unrolled_images_per_s" in r:
+        rows += [
+            (
+                "JAX unrolled step",
+                f"{r['unrolled_images_per_s']:.1f}",
+                "images/s",
+                f"same run; compiles in {r['unrolled_compile_s']:.2f} s",
+            ),
+            (
+                "scan / unrolled",
+                f"{r['ratio_over_unrolled']:.2f}",
+                "x",
+                f"median of paired reps {r['ratio_over_unrolled_paired']:.2f}x",
             ),
         ]
     autocast = " bf16 autocast" if r["dtype"] == "bfloat16" else ""
