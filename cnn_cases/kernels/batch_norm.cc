@@ -81,19 +81,16 @@ void Normalize(ffi::ThreadPool& pool, const BnShape& s, const T* x, T* y, const 
                const float* shift, const float* mean, const float* var, float eps, bool relu,
                const T* residual) {
   auto chunks = Chunks(s.n, Parts(pool));
-  std::vector<float> a(s.c), b(s.c);
-  for (int64_t k = 0; k < s.c; ++k) {
-    a[k] = scale[k] / std::sqrt(var[k] + eps);
-    b[k] = shift[k] - mean[k] * a[k];
-  }
+  std::vector<float> a(s.c);
+  for (int64_t k = 0; k < s.c; ++k) a[k] = scale[k] / std::sqrt(var[k] + eps);
   const int64_t per_image = s.h * s.w;
   ParallelFor(pool, chunks.size(), [&](int64_t i) {
     const int64_t off = chunks[i].first * per_image * s.c;
     const int64_t rows = chunks[i].second * per_image;
     WithChannels(s.c, [&](auto width) {
       constexpr int64_t C = decltype(width)::value;
-      NormalizeRows<T, C>(x + off, residual ? residual + off : nullptr, y + off, a.data(),
-                          b.data(), rows, s.c, relu);
+      NormalizeRows<T, C>(x + off, residual ? residual + off : nullptr, y + off, mean,
+                          a.data(), shift, rows, s.c, relu);
     });
   });
 }

@@ -161,13 +161,15 @@ __attribute__((target_clones("avx512f", "avx2", "default"))) void BackwardRows(
   }
 }
 
-// y = x * a[c] + b[c] [+ r], then max(0, .) if relu: BatchNorm with given statistics
-// (a = scale / sqrt(var + eps), b = shift - mean * a), the residual (where r is given) and
-// the ReLU.
+// y = (x - mean[c]) * a[c] + shift[c] [+ r], then max(0, .) if relu: BatchNorm with given
+// statistics (a = scale / sqrt(var + eps)), the residual (where r is given) and the ReLU.
+// x - mean comes first, as in the backward pass: folding mean into the shift would cancel
+// digits wherever |mean| is large against the spread.
 template <typename T, int64_t C>
 __attribute__((target_clones("avx512f", "avx2", "default"))) void NormalizeRows(
-    const T* __restrict x, const T* __restrict r, T* __restrict y, const float* __restrict a,
-    const float* __restrict b, int64_t rows, int64_t runtime_c, bool relu) {
+    const T* __restrict x, const T* __restrict r, T* __restrict y, const float* __restrict mean,
+    const float* __restrict a, const float* __restrict shift, int64_t rows, int64_t runtime_c,
+    bool relu) {
   const int64_t c = C > 0 ? C : runtime_c;
   const int64_t cv = c / kLanes * kLanes;
   const VecF zero{};
@@ -175,12 +177,12 @@ __attribute__((target_clones("avx512f", "avx2", "default"))) void NormalizeRows(
     const int64_t base = row * c;
     for (int64_t k = 0; k < cv; k += kLanes) {
       const int64_t at = base + k;
-      VecF v = LoadV(x, at) * LoadV(a, k) + LoadV(b, k);
+      VecF v = (LoadV(x, at) - LoadV(mean, k)) * LoadV(a, k) + LoadV(shift, k);
       if (r != nullptr) v += LoadV(r, at);
       StoreV(y, at, relu ? (v > zero ? v : zero) : v);
     }
     for (int64_t k = cv; k < c; ++k) {
-      float v = Load(x, base + k) * a[k] + b[k];
+      float v = (Load(x, base + k) - mean[k]) * a[k] + shift[k];
       if (r != nullptr) v += Load(r, base + k);
       Store(y, base + k, relu && !(v > 0.0f) ? 0.0f : v);
     }
