@@ -28,18 +28,28 @@ def _train_one(config, workdir, **kwargs):
     return None if results is None else results[0]
 
 
-def _run_worker(tmp_path, name, *args, timeout=300):
-    out = tmp_path / f"{name}.npz"
+def _start_worker(tmp_path, name, *args):
+    """Starts the worker in the background; `_finish` waits for it and returns its output."""
     env = {**os.environ, "PYTHONPATH": ROOT}
-    proc = subprocess.run(
+    out = tmp_path / f"{name}.npz"
+    return out, subprocess.Popen(
         [sys.executable, WORKER, str(out), str(tmp_path / name), *args],
         env=env,
-        capture_output=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
-        timeout=timeout,
     )
-    assert proc.returncode == 0, proc.stderr[-3000:]
+
+
+def _finish(started, timeout=300):
+    out, proc = started
+    _, err = proc.communicate(timeout=timeout)
+    assert proc.returncode == 0, err[-3000:]
     return out
+
+
+def _run_worker(tmp_path, name, *args, timeout=300):
+    return _finish(_start_worker(tmp_path, name, *args), timeout=timeout)
 
 
 def _assert_same(a_path, b_path, atol):
@@ -309,9 +319,11 @@ def _two_processes(tmp_path, name, *args):
 
 def test_two_processes_match_one_process(tmp_path):
     # Process 1 starts 35 s late: longer than gloo's 30 s wait for a peer's first collective,
-    # so this also proves the processes meet at barriers before their collectives.
-    single = _run_worker(tmp_path, "single", "--devices", "4")
-    _assert_same(single, _two_processes(tmp_path, "multi", "--late_seconds", "35"), atol=1e-5)
+    # so this also proves the processes meet at barriers before their collectives. The
+    # one-process run trains meanwhile.
+    single = _start_worker(tmp_path, "single", "--devices", "4")
+    multi = _two_processes(tmp_path, "multi", "--late_seconds", "35")
+    _assert_same(_finish(single), multi, atol=1e-5)
 
 
 def test_two_processes_match_one_process_when_streamed(tmp_path, tiny_tfds_dir):
