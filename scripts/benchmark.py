@@ -14,7 +14,7 @@ matmul GFLOP/s of this machine and the percentage of it, the first step's trace 
 seconds, and the input pipeline's images/s on its own (augment=True).
 `--vs_torch` also times the same CIFAR ResNet in PyTorch (`cnn_cases.interop.pytorch`,
 channels last, `--torch_threads` threads), eager and compiled with `torch.compile` (inductor;
-`--notorch_compile` leaves it out; its first two steps compile, about 50 s for resnet20 with a
+`--notorch_compile` leaves it out; its first two steps compile, about a minute for resnet20 with a
 cold inductor cache, a few seconds with a warm one), alternating JAX and PyTorch repetitions so
 that all see the same machine load, and prints the ratios JAX / PyTorch. With
 `--dtype=bfloat16` PyTorch runs under bf16 autocast, and `--vs_f32` adds JAX's f32 step to the
