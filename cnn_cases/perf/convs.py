@@ -6,7 +6,8 @@ gradient and the kernel gradient (median over repetitions after warm-up, random 
 distinct BatchNorm (shape, fused ReLU, fused residual addition) has its training-mode forward
 pass and its backward pass timed the same way, and the optimiser's update (the real
 `TrainState.apply_gradients`) once. Totals are weighted by how many layers share the geometry
-and set beside the whole train step measured in the same run, so the remainder is everything
+(less the images' input gradient, which no step computes) and set beside the whole train step
+measured in the same run, so the remainder is everything
 else (the residual additions of the gradients, pooling, the head, the loss, copies). The
 convolutions' rate is set against the same run's f32 matmul peak, BatchNorm's bytes moved per
 second against the machine's memory bandwidth at the same working set (a copy as large as the
@@ -289,9 +290,20 @@ def _layer_row(
     return row
 
 
-def _totals(rows: list[dict[str, Any]], framework: str, step_s: float) -> dict[str, float]:
-    """A framework's convolution ms per pass, weighted by layer count, beside its step."""
-    totals = {p: sum(r[f"{framework}_{p}_ms"] * r["count"] for r in rows) for p in PASSES}
+def _runs(row: dict[str, Any], p: str, input_shape: Sequence[int]) -> int:
+    """How many times a step runs pass `p` of `row`: once per layer, but no input gradient
+    for the layer that reads the images (they need none)."""
+    return row["count"] - (p == "dx" and tuple(row["in_shape"]) == tuple(input_shape))
+
+
+def _totals(
+    rows: list[dict[str, Any]], framework: str, step_s: float, input_shape: Sequence[int]
+) -> dict[str, float]:
+    """A framework's convolution ms per pass, weighted by the passes a step runs, beside its
+    step."""
+    totals = {
+        p: sum(r[f"{framework}_{p}_ms"] * _runs(r, p, input_shape) for r in rows) for p in PASSES
+    }
     step_ms = 1000 * step_s
     conv_ms = sum(totals.values())
     return {
@@ -372,7 +384,8 @@ def profile(
         "peak_gflops": matmul_gflops(matmul_size),
         # at the size of the largest BatchNorm pass's tensors
         "bandwidth_gb_per_s": memory_gb_per_s(max((r["bwd_bytes"] for r in norms), default=0)),
-        "flops": 2 * sum(r["macs"] * r["count"] for r in rows) * len(PASSES),
+        "flops": 2
+        * sum(r["macs"] * _runs(r, p, workload.input_shape) for r in rows for p in PASSES),
     }
 
     step_timings = time_calls(steps, reps=step_reps, warmup=warmup)
@@ -392,7 +405,7 @@ def profile(
         "in_step": in_step,
     }
     for f in steps:
-        out[f] = _totals(rows, f, step_timings[f].median)
+        out[f] = _totals(rows, f, step_timings[f].median, workload.input_shape)
     out["jax"] = _norm_totals(norms, out["jax"], opt_ms, rates)
     return out
 
