@@ -15,10 +15,6 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
-#include <cstring>
-#include <memory>
-#include <string>
-#include <unordered_map>
 #include <utility>
 #include <vector>
 
@@ -52,8 +48,6 @@ struct BnShape {
   int64_t n, h, w, c;
   int64_t copies;  // the product of the leading (vmapped) dimensions
   ffi::DataType type;
-  memory::data_type dt;
-  size_t elem;
 };
 
 // The shape from x's last 4 dimensions and its leading (vmapped) ones, which every other
@@ -62,7 +56,7 @@ template <typename... Buffers>
 ffi::Error ReadBnShape(ffi::AnyBuffer x, BnShape* s, const Buffers&... others) {
   s->copies = Leading(x, 4);
   s->type = x.element_type();
-  if (s->copies < 1 || !ToDnnl(s->type, &s->dt)) {
+  if (s->copies < 1 || (s->type != ffi::DataType::F32 && s->type != ffi::DataType::BF16)) {
     return Fail("batch norm expects an NHWC f32 or bf16 tensor");
   }
   if (!SplitsInto(s->copies, others...)) {
@@ -70,7 +64,6 @@ ffi::Error ReadBnShape(ffi::AnyBuffer x, BnShape* s, const Buffers&... others) {
   }
   auto d = Trailing(x, 4);
   s->n = d[0]; s->h = d[1]; s->w = d[2]; s->c = d[3];
-  s->elem = s->dt == memory::data_type::f32 ? 4 : 2;
   return ffi::Error::Success();
 }
 
@@ -165,15 +158,11 @@ void BnBackwardT(ffi::ThreadPool& pool, const BnShape& s, const T* x, const T* d
 }
 
 // Runs fn(T{}, i) for every vmapped index i of a call, T being the tensors' element type
-// (float or Bf16Bits); oneDNN's exceptions become errors.
+// (float or Bf16Bits).
 template <typename Fn>
 ffi::Error ForEachCopy(const BnShape& s, Fn&& fn) {
   return WithElementType(s.type, "batch norm", [&](auto t) {
-    try {
-      for (int64_t i = 0; i < s.copies; ++i) fn(t, i);
-    } catch (const dnnl::error& err) {
-      return Fail(std::string("batch norm: ") + err.what());
-    }
+    for (int64_t i = 0; i < s.copies; ++i) fn(t, i);
     return ffi::Error::Success();
   });
 }
@@ -184,7 +173,6 @@ ffi::Error BnTrain(ffi::ThreadPool pool, ffi::AnyBuffer x, F32Buffer scale, F32B
                    ffi::AnyBuffer residual, ffi::Result<ffi::AnyBuffer> y, F32Result mean,
                    F32Result var, BnAttrs a) {
   HandlerTimer timer(kTimedBnTrain);
-  omp_set_num_threads(1);
   BnShape s;
   auto err = ReadBnShape(x, &s, scale, shift, residual, *y, *mean, *var);
   if (err.failure()) return err;
@@ -205,7 +193,6 @@ ffi::Error BnInference(ffi::ThreadPool pool, ffi::AnyBuffer x, F32Buffer scale,
                        F32Buffer shift, F32Buffer mean, F32Buffer var, ffi::AnyBuffer residual,
                        ffi::Result<ffi::AnyBuffer> y, BnAttrs a) {
   HandlerTimer timer(kTimedBnInference);
-  omp_set_num_threads(1);
   BnShape s;
   if (auto err = ReadBnShape(x, &s, scale, shift, mean, var, residual, *y); err.failure()) {
     return err;

@@ -67,7 +67,6 @@ CNN_CASES_INLINE void StoreV(uint16_t* p, int64_t i, VecF v) {
   const VecH h = __builtin_convertvector(out, VecH);
   std::memcpy(p + i, &h, sizeof(h));
 }
-CNN_CASES_INLINE VecF Splat(float v) { return VecF{} + v; }
 
 // Per-channel sums over `rows` rows of C values: s1 += x, s2 += x^2 (or, with dy, the
 // backward sums s1 += dy', s2 += dy' * (x - mean), dy' being dy masked by y > 0 if relu).

@@ -155,10 +155,16 @@ def handler_times() -> dict[str, tuple[float, int]]:
     return {_CALLED[i]: (ns[i] / 1e9, calls[i]) for i in range(min(n, timed))}
 
 
-def _timed_lib() -> ctypes.CDLL:
+def _loaded() -> ctypes.CDLL:
+    """The loaded library, or a RuntimeError saying why it did not load."""
     lib, why = _load()
     if lib is None:
         raise RuntimeError(f"cnn_cases: oneDNN kernels unavailable: {why}")
+    return lib
+
+
+def _timed_lib() -> ctypes.CDLL:
+    lib = _loaded()
     if not hasattr(lib, "cnn_cases_handler_times"):
         raise RuntimeError("the oneDNN library is a stale build: reinstall with `pip install -e .`")
     return lib
@@ -221,8 +227,6 @@ def per_shard(fn: Any, axes: tuple[str, ...] | None, in_specs: Any, out_specs: A
 
 def call(target: str, out: Any, *args: jax.Array, **attrs: Any) -> Any:
     """Calls the handler `target` (a name of `cnn_cases_targets()`) with named attributes."""
-    lib, why = _load()
-    if lib is None:
-        raise RuntimeError(f"cnn_cases: oneDNN kernels unavailable: {why}")
+    _loaded()
     # Under vmap every operand gets the mapped axes in front; the handlers loop over them.
     return jax.ffi.ffi_call(_PREFIX + target, out, vmap_method="broadcast_all")(*args, **attrs)
