@@ -47,9 +47,7 @@ def define_flags(flag_values: flags.FlagValues) -> None:
     flags.DEFINE_integer(
         "pipeline_batches", 10, "batches the pipeline timing reads", flag_values=fv
     )
-    flags.DEFINE_integer(
-        "matmul_size", 2048, "side of the f32 matmul that sets the peak", flag_values=fv
-    )
+    cli.define_peak_flag(fv)
     flags.DEFINE_float(
         "peak_tflops",
         None,

@@ -33,9 +33,7 @@ def define_flags(flag_values: flags.FlagValues) -> None:
     flags.DEFINE_integer("warmup", 2, "untimed calls per pass", flag_values=fv)
     flags.DEFINE_integer("reps", 7, "timed calls per pass (median)", flag_values=fv)
     flags.DEFINE_integer("step_reps", 5, "timed repetitions of the step", flag_values=fv)
-    flags.DEFINE_integer(
-        "matmul_size", 2048, "side of the f32 matmul that sets the peak", flag_values=fv
-    )
+    cli.define_peak_flag(fv)
     cli.define_report_flags(fv, vs_torch_help="time PyTorch's passes too")
     cli.require_positive(fv, "batch_size", "reps", "step_reps")
 

@@ -72,7 +72,8 @@ def test_totals_weigh_each_shape_by_its_layers(profile_convs, monkeypatch):
     # 7 BatchNorms (the stem's, and two per block), two passes each; the optimiser's update.
     assert sum(n["count"] for n in r["norms"]) == 7
     assert t["bn_ms"] == 14.0 and t["optimizer_ms"] == 1.0
-    assert t["other_ms"] == 100.0 - 20.0 - 14.0 - 1.0
+    assert t["other_ms"] == 100.0 - 20.0  # everything but the convolutions, as for PyTorch
+    assert t["rest_ms"] == 100.0 - 20.0 - 14.0 - 1.0
     report = convs.format_report(r)
     assert "20% convolutions, 80.0 ms the rest" in report
     assert "BatchNorm      14.0    14%" in report

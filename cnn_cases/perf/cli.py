@@ -56,6 +56,13 @@ def define_workload_flags(
     flags.DEFINE_integer("seed", 0, "seed of the parameters and the random batches", flag_values=fv)
 
 
+def define_peak_flag(flag_values: flags.FlagValues) -> None:
+    """--matmul_size: the side of the f32 matmul whose rate is the machine's peak."""
+    flags.DEFINE_integer(
+        "matmul_size", 2048, "side of the f32 matmul that sets the peak", flag_values=flag_values
+    )
+
+
 def define_report_flags(
     flag_values: flags.FlagValues, *, vs_torch_help: str, torch_threads: bool = True
 ) -> None:

@@ -318,12 +318,13 @@ def _totals(
 def _norm_totals(
     norms: list[dict[str, Any]], totals: dict[str, float], opt_ms: float, rates: dict[str, float]
 ) -> dict[str, float]:
-    """JAX's BatchNorm and optimiser ms beside its convolutions, and their rates."""
+    """JAX's BatchNorm and optimiser ms beside its convolutions, what is left of the step
+    after all three (`rest_ms`), and their rates."""
     bn = {p: sum(r[f"{p}_ms"] * r["count"] for r in norms) for p in NORM_PASSES}
     bn_ms = sum(bn.values())
     bn_bytes = sum(r[f"{p}_bytes"] * r["count"] for r in norms for p in NORM_PASSES)
     step_ms = totals["step_ms"]
-    other_ms = step_ms - totals["conv_ms"] - bn_ms - opt_ms
+    rest_ms = totals["other_ms"] - bn_ms - opt_ms
     conv_gflops = rates["flops"] / totals["conv_ms"] / 1e6
     bn_gb_per_s = bn_bytes / bn_ms / 1e6 if bn_ms else 0.0
     return {
@@ -333,8 +334,8 @@ def _norm_totals(
         "bn_share": bn_ms / step_ms,
         "optimizer_ms": opt_ms,
         "optimizer_share": opt_ms / step_ms,
-        "other_ms": other_ms,
-        "other_share": other_ms / step_ms,
+        "rest_ms": rest_ms,  # other_ms (everything but the convolutions) less the two
+        "rest_share": rest_ms / step_ms,
         "conv_gflops": conv_gflops,
         "conv_pct_of_peak": 100 * conv_gflops / rates["peak_gflops"],
         "bn_gb_per_s": bn_gb_per_s,
@@ -442,7 +443,7 @@ def format_report(r: dict[str, Any]) -> str:
         ("convolutions", t["conv_ms"], t["conv_share"]),
         ("BatchNorm", t["bn_ms"], t["bn_share"]),
         ("optimiser", t["optimizer_ms"], t["optimizer_share"]),
-        ("the rest", t["other_ms"], t["other_share"]),
+        ("the rest", t["rest_ms"], t["rest_share"]),
     ]
     notes = {
         "convolutions": f"{t['conv_gflops']:.1f} GFLOP/s, {t['conv_pct_of_peak']:.0f}% of the "
@@ -457,21 +458,12 @@ def format_report(r: dict[str, Any]) -> str:
     rows.append(("whole step", f"{t['step_ms']:.1f}", "100%", ""))
     lines.append("Each pass timed on its own:")
     lines.append(format_table(("jax step", "ms", "share", ""), rows, align="<>><"))
-    split = r["in_step"]
-    if split is not None:
-        step_ms = split["step_ms"]
-        rows = [
-            (label, f"{split[f'{name}_ms']:.1f}", f"{100 * split[f'{name}_ms'] / step_ms:.0f}%")
-            for name, label in HANDLERS.items()
-        ]
-        rows.append(
-            (
-                "XLA's ops and between calls",
-                f"{split['xla_ms']:.1f}",
-                f"{100 * split['xla_ms'] / step_ms:.0f}%",
-            )
-        )
-        rows.append(("whole step", f"{step_ms:.1f}", "100%"))
+    in_step = r["in_step"]
+    if in_step is not None:
+        parts = [(label, in_step[f"{name}_ms"]) for name, label in HANDLERS.items()]
+        parts += [("XLA's ops and between calls", in_step["xla_ms"])]
+        parts += [("whole step", in_step["step_ms"])]
+        rows = [(p, f"{ms:.1f}", f"{100 * ms / in_step['step_ms']:.0f}%") for p, ms in parts]
         lines.append("Inside the whole step (the oneDNN handlers' own timers):")
         lines.append(format_table(("jax step", "ms", "share"), rows, align="<>>"))
     for f in frameworks:

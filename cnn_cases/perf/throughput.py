@@ -216,17 +216,14 @@ def benchmark(
         "dataset": dataset,
         **_machine(),
     }
-    if vs_f32:
-        f32_ips = timings["jax_f32"].rates(workload.batch_size)
-        out["f32_images_per_s"] = statistics.median(f32_ips)
-        out["f32_images_per_s_reps"] = f32_ips
-        out.update(_ratios(timings, "jax", "jax_f32", "over_f32"))
+    for other in ("f32", "unrolled"):
+        if f"jax_{other}" in timings:
+            ips = timings[f"jax_{other}"].rates(workload.batch_size)
+            out[f"{other}_images_per_s"] = statistics.median(ips)
+            out[f"{other}_images_per_s_reps"] = ips
+            out.update(_ratios(timings, "jax", f"jax_{other}", f"over_{other}"))
     if vs_unrolled:
-        unrolled_ips = timings["jax_unrolled"].rates(workload.batch_size)
-        out["unrolled_images_per_s"] = statistics.median(unrolled_ips)
-        out["unrolled_images_per_s_reps"] = unrolled_ips
         out["unrolled_compile_s"] = unrolled_step.compile_s
-        out.update(_ratios(timings, "jax", "jax_unrolled", "over_unrolled"))
     if vs_torch:
         out.update(
             torch_params=torch_step.params,
