@@ -39,6 +39,7 @@ ADDED_KEYS = {
     "data_threads": 1,
     "accumulate_steps": 1,
     "lr_decay_every": 0,
+    "init": "flax",  # runs made before the models had their papers' initialisations
 }
 
 PIPELINES = ("auto", "memory", "stream")
@@ -49,6 +50,9 @@ def default_config() -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
     c.model = "resnet20"
     c.model_kwargs = ml_collections.ConfigDict()
+    # Weights' initialisation (`cnn_cases.models.inits`): reference (each model's cited one),
+    # paper (the paper's stated rule), flax (flax's defaults).
+    c.init = "reference"
     c.dtype = "float32"
     c.kernels = "auto"  # convolutions and BatchNorm: auto (oneDNN on a CPU), onednn, xla
     c.dataset = "cifar10"
@@ -109,7 +113,12 @@ def create_model(config: ml_collections.ConfigDict, num_classes: int) -> nn.Modu
         raise ValueError(f"dtype={config.dtype!r} (valid: float32, bfloat16)") from None
     try:
         return models.get_model(
-            config.model, num_classes=num_classes, dtype=dtype, kernels=config.kernels, **kwargs
+            config.model,
+            num_classes=num_classes,
+            dtype=dtype,
+            kernels=config.kernels,
+            weight_init=config.init,
+            **kwargs,
         )
     except TypeError as e:  # an argument the model does not take
         raise ValueError(f"model {config.model!r} with model_kwargs {kwargs}: {e}") from None
@@ -143,6 +152,8 @@ def validate(config: ml_collections.ConfigDict) -> None:
         raise ValueError(f"image_size={config.image_size!r} must be a whole number >= 1")
     if not 0 < config.min_crop_scale <= 1:
         raise ValueError(f"min_crop_scale={config.min_crop_scale!r} must be in (0, 1]")
+    if config.init not in models.INITS:
+        raise ValueError(f"init={config.init!r} (valid: {', '.join(models.INITS)})")
     if config.kernels not in KERNELS:
         raise ValueError(f"kernels={config.kernels!r} (valid: {', '.join(KERNELS)})")
     create_model(config, num_classes=10)

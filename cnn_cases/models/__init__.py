@@ -2,7 +2,8 @@
 
 Every model is called as `model.apply(variables, x, train=False)` with x of shape
 (N, H, W, C); `model.init(key, x, train=True)` creates every parameter, auxiliary
-heads included.
+heads included. `weight_init` (`INITS`) chooses how the weights start: "reference", the
+one each model's docstring cites (the default), "paper", or "flax" (flax's defaults).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Any
 import flax.linen as nn
 
 from cnn_cases.models import alexnet, inception, lenet, nin, resnet, vgg
+from cnn_cases.models.inits import INITS as INITS
 
 
 @dataclasses.dataclass(frozen=True)

@@ -16,6 +16,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from cnn_cases.models import inits
 from cnn_cases.models.layers import (
     AdaptiveAvgPool,
     LocalResponseNorm,
@@ -65,6 +66,19 @@ TORCHVISION: tuple[ConvLayer, ...] = (
 CIFAR: tuple[ConvLayer, ...] = (ConvLayer(96, 5, padding=2, lrn=True, pool=True), *PAPER[1:])
 
 
+# Krizhevsky et al. 2012, Sec. 5: "We initialized the weights in each layer from a zero-mean
+# Gaussian distribution with standard deviation 0.01. We initialized the neuron biases in the
+# second, fourth, and fifth convolutional layers, as well as in the fully-connected hidden
+# layers, with the constant 1 ... the remaining layers with the constant 0."
+PAPER_INIT = inits.Inits(
+    conv=inits.normal(0.01),
+    dense=inits.normal(0.01),
+    head=inits.normal(0.01),
+    bias_overrides={"conv2": 1.0, "conv4": 1.0, "conv5": 1.0, "fc6": 1.0, "fc7": 1.0},
+)
+INITS = {"reference": PAPER_INIT, "paper": PAPER_INIT}
+
+
 class AlexNet(nn.Module):
     """Five convolutions from `layers`, an adaptive 6x6 average pool, FC-FC-OUTPUT.
 
@@ -73,6 +87,10 @@ class AlexNet(nn.Module):
     identity at 227) lets 224x224 inputs work too. Layers are named conv1 ... conv5, lrn1,
     lrn2, pool1, pool2, pool5, avgpool, fc6 ... fc8. `width_multiplier` scales every
     convolution's filters (to a multiple of the largest group count) and the FC width.
+
+    Initialisation (`weight_init`, `cnn_cases.models.inits`): the paper's (Sec. 5) by default,
+    weights N(0, 0.01^2), biases 1 in conv2, conv4, conv5, fc6 and fc7 and 0 elsewhere.
+    torchvision keeps PyTorch's default init for its AlexNet.
     """
 
     layers: Sequence[ConvLayer] = PAPER
@@ -86,11 +104,13 @@ class AlexNet(nn.Module):
     min_input_size: int = 67
     kernels: str = "auto"  # convolution/BatchNorm implementation: auto, onednn, xla
     model_name: str = "alexnet"  # in error messages
+    weight_init: str = "reference"  # see `cnn_cases.models.inits`
 
     @nn.compact
     def __call__(self, x: jax.Array, *, train: bool = False) -> jax.Array:
         check_min_size(x, self.min_input_size, self.model_name)
-        conv = conv_factory(self.kernels, dtype=self.dtype)
+        init = inits.choose(self.model_name, self.weight_init, INITS)
+        conv = conv_factory(self.kernels, dtype=self.dtype, kernel_init=init.conv)
         x = x.astype(self.dtype)
         groups = max(layer.groups for layer in self.layers)
         for i, layer in enumerate(self.layers, start=1):
@@ -101,6 +121,7 @@ class AlexNet(nn.Module):
                 layer.stride,
                 padding=[(p, p), (p, p)],
                 feature_group_count=layer.groups,
+                bias_init=init.bias(f"conv{i}", init.conv_bias),
                 name=f"conv{i}",
             )(x)
             x = nn.relu(x)
@@ -110,7 +131,7 @@ class AlexNet(nn.Module):
                 x = Pool("max", 3, 2, name=f"pool{i}")(x)
         x = AdaptiveAvgPool(self.pool_size, name="avgpool")(x)
         fc_width = scaled(self.fc_width, self.width_multiplier)
-        return classifier(x, self.num_classes, self.dropout, train, self.dtype, fc_width)
+        return classifier(x, self.num_classes, self.dropout, train, self.dtype, fc_width, init)
 
 
 # torchvision.models.alexnet: 64/192/384/256/256 filters, no groups, no LRN; 61,100,840.

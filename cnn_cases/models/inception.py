@@ -26,6 +26,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from cnn_cases.models import inits
 from cnn_cases.models.layers import (
     Flatten,
     GlobalAvgPool,
@@ -63,6 +64,21 @@ SMOKE_STAGES = (GOOGLENET_STAGES[0][:1], GOOGLENET_STAGES[1][:1])
 LRN = {"size": 5, "k": 1.0, "alpha": 1e-4 / 5, "beta": 0.75}
 
 AUX_POOL = 5  # the auxiliary heads' 5x5/3 VALID average pool needs at least 5x5 features
+
+# Szegedy et al. 2015 state no initialisation. BVLC's Caffe replication (`bvlc_googlenet`,
+# whose LRN this model follows; its readme: "uses xavier to initialize the weights instead of
+# gaussian"): Caffe's Xavier filler, uniform in +-sqrt(3/fan_in), for every weight; biases 0.2
+# in the convolutions and the auxiliary heads' FC layers, 0 in the classifiers. torchvision's
+# BatchNorm variant draws trunc_normal_(std=0.01) instead. Under BatchNorm the convolutions
+# have no bias.
+BVLC_INIT = inits.Inits(
+    conv=inits.caffe_xavier(),
+    dense=inits.caffe_xavier(),
+    head=inits.caffe_xavier(),
+    conv_bias=inits.constant(0.2),
+    dense_bias=inits.constant(0.2),
+)
+INITS = {"reference": BVLC_INIT}
 
 
 def conv_unit(
@@ -129,17 +145,21 @@ class AuxClassifier(nn.Module):
     conv: ModuleDef = nn.Conv
     norm: ModuleDef | None = None
     dtype: Any = jnp.float32
+    weight_init: str = "reference"  # see `INITS`
 
     @nn.compact
     def __call__(self, x: jax.Array, *, train: bool = False) -> jax.Array:
+        init = inits.choose("googlenet", self.weight_init, INITS)
+        dense = functools.partial(nn.Dense, dtype=self.dtype)
         x = Pool("avg", AUX_POOL, 3, name="pool")(x)
         x = conv_unit(x, self.conv_width, 1, "conv", conv=self.conv, norm=self.norm, act=nn.relu)
         x = Flatten(name="flatten")(x)
-        x = nn.relu(nn.Dense(self.fc_width, dtype=self.dtype, name="fc")(x))
-        x = nn.Dropout(self.dropout, deterministic=not train, name="dropout")(x)
-        return nn.Dense(self.num_classes, dtype=self.dtype, name="classifier")(x).astype(
-            jnp.float32
+        x = dense(self.fc_width, kernel_init=init.dense, bias_init=init.dense_bias, name="fc")(x)
+        x = nn.Dropout(self.dropout, deterministic=not train, name="dropout")(nn.relu(x))
+        head = dense(
+            self.num_classes, kernel_init=init.head, bias_init=init.head_bias, name="classifier"
         )
+        return head(x).astype(jnp.float32)
 
 
 class GoogLeNet(nn.Module):
@@ -149,6 +169,7 @@ class GoogLeNet(nn.Module):
     `(logits, (aux1, aux2))` from the heads on `aux_after` (the heads' FC input, and so their
     parameter count, depends on the input size). Modules are named `inception3a` ... and
     `width_multiplier` scales every width (GoogLeNet's fixed ones included).
+    `weight_init`: BVLC's Caffe replication's (the paper states none; see `INITS`).
     """
 
     num_classes: int = 1000
@@ -163,6 +184,11 @@ class GoogLeNet(nn.Module):
     aux_dropout: float = 0.7
     dtype: Any = jnp.float32
     kernels: str = "auto"  # convolution/BatchNorm implementation: auto, onednn, xla
+    weight_init: str = "reference"  # see `INITS` and `cnn_cases.models.inits`
+
+    def __post_init__(self) -> None:
+        inits.choose(type(self).__name__, self.weight_init, INITS)  # one line when built
+        super().__post_init__()
 
     def module_names(self) -> list[list[str]]:
         """Per stage, the module names without prefix: [["3a", "3b"], ["4a", ...], ...]."""
@@ -218,7 +244,10 @@ class GoogLeNet(nn.Module):
         running averages) to measure how well intermediate layers already predict.
         """
         names = self._checked_names(x)
-        conv = conv_factory(self.kernels, dtype=self.dtype)
+        init = inits.choose(type(self).__name__, self.weight_init, INITS)
+        conv = conv_factory(
+            self.kernels, dtype=self.dtype, kernel_init=init.conv, bias_init=init.conv_bias
+        )
         norm = norm_factory(train, self.kernels, dtype=self.dtype) if self.batch_norm else None
         unit = functools.partial(conv_unit, conv=conv, norm=norm, act=nn.relu)
         w = self._width
@@ -250,7 +279,14 @@ class GoogLeNet(nn.Module):
 
         x = GlobalAvgPool(name="avgpool")(x)
         x = nn.Dropout(self.dropout, deterministic=not train, name="dropout")(x)
-        logits = nn.Dense(self.num_classes, dtype=self.dtype, name="fc")(x).astype(jnp.float32)
+        head = nn.Dense(
+            self.num_classes,
+            dtype=self.dtype,
+            kernel_init=init.head,
+            bias_init=init.head_bias,
+            name="fc",
+        )
+        logits = head(x).astype(jnp.float32)
         if not ((train if with_aux is None else with_aux) and self.aux_logits):
             return logits
         aux = tuple(
@@ -262,6 +298,7 @@ class GoogLeNet(nn.Module):
                 conv=conv,
                 norm=norm,
                 dtype=self.dtype,
+                weight_init=self.weight_init,
                 name=f"aux{k + 1}",
             )(aux_inputs[name], train=train)
             for k, name in enumerate(self.aux_after)

@@ -23,6 +23,7 @@ from jax import lax
 from cnn_cases.kernels import batch_norm as bn_kernels
 from cnn_cases.kernels import conv as conv_kernels
 from cnn_cases.kernels import library
+from cnn_cases.models import inits
 
 # torchvision's BatchNorm: momentum 0.1 (flax: 0.9 for the running average), eps 1e-5.
 BN_MOMENTUM = 0.9
@@ -249,10 +250,17 @@ def classifier(
     train: bool,
     dtype: Any,
     width: int = 4096,
+    init: inits.Inits = inits.FLAX,
 ) -> jax.Array:
     """AlexNet/VGG head: dropout, FC `width`, dropout, FC `width`, FC num_classes."""
     x = Flatten(name="flatten")(x)
     for i in (6, 7):
         x = nn.Dropout(dropout, deterministic=not train, name=f"drop{i}")(x)
-        x = nn.relu(nn.Dense(width, dtype=dtype, name=f"fc{i}")(x))
-    return nn.Dense(num_classes, dtype=dtype, name="fc8")(x).astype(jnp.float32)
+        name = f"fc{i}"
+        bias = init.bias(name, init.dense_bias)
+        x = nn.Dense(width, dtype=dtype, kernel_init=init.dense, bias_init=bias, name=name)(x)
+        x = nn.relu(x)
+    head = nn.Dense(
+        num_classes, dtype=dtype, kernel_init=init.head, bias_init=init.head_bias, name="fc8"
+    )
+    return head(x).astype(jnp.float32)

@@ -16,6 +16,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from cnn_cases.models import inits
 from cnn_cases.models.layers import (
     GlobalAvgPool,
     Pool,
@@ -106,6 +107,24 @@ class BottleneckBlock(ResidualBlock):
         return self.conv(self.filters * 4, (1, 1), name="conv3")(y)
 
 
+# He et al. 2016, Sec. 3.4: "We initialize the weights as in [13]", He et al. 2015: N(0, 2/n),
+# n = k*k*C_in (its forward rule; the backward rule's n = k*k*C_out is equally valid there).
+PAPER_INIT = inits.Inits(conv=inits.he_normal("fan_in"), head=inits.he_normal("fan_in"))
+# torchvision.models.resnet: kaiming_normal_(mode="fan_out", nonlinearity="relu") for every
+# convolution; its fc keeps PyTorch's Linear default, U(+-1/sqrt(fan_in)) (the bias starts at
+# 0 here).
+TORCHVISION_INIT = inits.Inits(conv=inits.he_normal("fan_out"), head=inits.torch_linear())
+# The ImageNet nets default to torchvision's. The CIFAR nets' convolutions take the paper's
+# rule, as akamaster/pytorch_resnet_cifar10 does (kaiming_normal_, fan_in), and their FC layer
+# PyTorch's default: He's N(0, 2/fan_in) on a linear classifier (akamaster's choice) starts
+# ResNet-20 at logits of standard deviation ~18.
+CIFAR_INIT = inits.Inits(conv=inits.he_normal("fan_in"), head=inits.torch_linear())
+INITS = {
+    "imagenet": {"reference": TORCHVISION_INIT, "paper": PAPER_INIT},
+    "cifar": {"reference": CIFAR_INIT, "paper": PAPER_INIT},
+}
+
+
 class ResNet(nn.Module):
     """ResNet / plain net.
 
@@ -128,6 +147,7 @@ class ResNet(nn.Module):
     dtype: Any = jnp.float32
     scan: bool = False
     kernels: str = "auto"  # convolution/BatchNorm implementation: auto, onednn, xla
+    weight_init: str = "reference"  # see `INITS` and `cnn_cases.models.inits`
 
     @property
     def min_input_size(self) -> int:
@@ -136,7 +156,8 @@ class ResNet(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array, *, train: bool = False) -> jax.Array:
         check_min_size(x, self.min_input_size, type(self).__name__)
-        conv = conv_factory(self.kernels, use_bias=False, dtype=self.dtype)
+        init = inits.choose(type(self).__name__, self.weight_init, INITS.get(self.stem, {}))
+        conv = conv_factory(self.kernels, use_bias=False, dtype=self.dtype, kernel_init=init.conv)
         norm = norm_factory(train, self.kernels, dtype=self.dtype)
         x = x.astype(self.dtype)
         if self.stem == "imagenet":
@@ -165,7 +186,13 @@ class ResNet(nn.Module):
                 strides = 2 if i > 0 and j == 0 else 1
                 x = block(strides=strides, name=f"stage{i + 1}_block{j + 1}")(x)
         x = GlobalAvgPool(name="pool")(x)
-        x = nn.Dense(self.num_classes, dtype=self.dtype, name="head")(x)
+        x = nn.Dense(
+            self.num_classes,
+            dtype=self.dtype,
+            kernel_init=init.head,
+            bias_init=init.head_bias,
+            name="head",
+        )(x)
         return x.astype(jnp.float32)
 
 
