@@ -40,6 +40,7 @@ ADDED_KEYS = {
     "accumulate_steps": 1,
     "lr_decay_every": 0,
     "init": "flax",  # runs made before the models had their papers' initialisations
+    "grad_clip_norm": 0.0,
 }
 
 PIPELINES = ("auto", "memory", "stream")
@@ -88,6 +89,7 @@ def default_config() -> ml_collections.ConfigDict:
     c.momentum = 0.9
     c.nesterov = False
     c.weight_decay = 1e-4
+    c.grad_clip_norm = 0.0  # > 0: the gradient clipped to this global norm (0: not clipped)
     c.aux_loss_weight = 0.3
     c.accumulate_steps = 1  # gradient accumulation: micro-batches of batch_size / this
     c.seed = 0
@@ -152,6 +154,8 @@ def validate(config: ml_collections.ConfigDict) -> None:
         raise ValueError(f"image_size={config.image_size!r} must be a whole number >= 1")
     if not 0 < config.min_crop_scale <= 1:
         raise ValueError(f"min_crop_scale={config.min_crop_scale!r} must be in (0, 1]")
+    if not config.grad_clip_norm >= 0:
+        raise ValueError(f"grad_clip_norm={config.grad_clip_norm!r} must be >= 0 (0: no clipping)")
     if config.init not in models.INITS:
         raise ValueError(f"init={config.init!r} (valid: {', '.join(models.INITS)})")
     if config.kernels not in KERNELS:

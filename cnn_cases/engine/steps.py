@@ -48,8 +48,11 @@ def learning_rate_schedule(config: ml_collections.ConfigDict) -> optax.Schedule:
 
 
 def make_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransformation:
-    """SGD with momentum and L2 weight decay (added to the gradient, as in He et al.)."""
+    """SGD with momentum and L2 weight decay (added to the gradient, as in He et al.); the loss's
+    gradient first clipped to a global norm of `grad_clip_norm` where that is > 0."""
+    clip = config.get("grad_clip_norm", 0.0)
     return optax.chain(
+        optax.clip_by_global_norm(clip) if clip else optax.identity(),
         optax.add_decayed_weights(config.weight_decay),
         optax.sgd(learning_rate_schedule(config), config.momentum, nesterov=config.nesterov),
     )

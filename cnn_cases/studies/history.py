@@ -7,12 +7,15 @@ data order), each at its own width (`config.widths`, a multiplier of the paper's
 Writes results.json (per net: its label and year, width, parameters and multiply-adds at
 inference, measured seconds per step, errors), curves.csv and history.png (test error
 against multiply-adds and against parameters, seconds per step). The summary names the nets
-on the error-cost frontier. Configs: `experiments/history.py`.
+on the error-cost frontier and says, for each of the lecture's orderings (`ORDERINGS`),
+whether the run reproduced it, and when not whether the seeds' spread or the budget explains
+it. Configs: `experiments/history.py`.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import platform
 from collections.abc import Iterable, Mapping
@@ -89,6 +92,70 @@ def frontier_text(results: Results, key: str = "test_error", seed: int | None = 
         n: (r["macs"], r[key] if seed is None else r[f"{key}s"][seed]) for n, r in results.items()
     }
     return ", ".join(results[n]["net"] for n in frontier(points))
+
+
+@dataclasses.dataclass(frozen=True)
+class Ordering:
+    """A claim of the lecture: net `lower` ends below net `higher` in test error."""
+
+    lower: str
+    higher: str
+    claim: str
+
+
+# The lecture's orderings that one history run can test, in its order.
+ORDERINGS = (
+    Ordering("alexnet", "lenet5", "AlexNet below LeNet-5"),
+    Ordering("vgg16_bn", "vgg16", "VGG-16 + BN below VGG-16"),
+    Ordering("nin", "alexnet", "NiN below AlexNet, at a fraction of its parameters"),
+    Ordering("googlenet", "googlenet_noaux", "GoogLeNet + aux below GoogLeNet"),
+    Ordering("resnet20", "plain20", "ResNet-20 below plain-20"),
+    Ordering("resnet56", "plain56", "ResNet-56 below plain-56"),
+    Ordering("resnet56", "resnet20", "ResNet-56 below ResNet-20"),
+)
+
+
+def _pct(x: float) -> str:
+    return f"{100 * x:.1f} %"
+
+
+def ordering_line(o: Ordering, results: Results) -> str:
+    """Whether `results` reproduce `o`, with the errors, and when not, whether the seeds'
+    spread or the budget explains it."""
+    low, high = results[o.lower], results[o.higher]
+    gap = high["test_error"] - low["test_error"]  # > 0: reproduced
+    text = f"{o.claim}: {_pct(low['test_error'])} vs {_pct(high['test_error'])}"
+    if o.lower == "nin":
+        text += f" with {low['params'] / high['params']:.2f}x its parameters"
+    lows, highs = low.get("test_errors"), high.get("test_errors")
+    if gap > 0:
+        every = lows is None or all(a < b for a, b in zip(lows, highs, strict=True))
+        return f"{text}: reproduced" + ("" if every else " by the mean, not by every seed")
+    if lows is None:
+        return (
+            f"{text}: not reproduced (one seed: more seeds would tell the spread from the budget)"
+        )
+    spread = math.hypot(low.get("test_error_std", 0.0), high.get("test_error_std", 0.0))
+    if any(a < b for a, b in zip(lows, highs, strict=True)) or -gap <= spread:
+        return (
+            f"{text}: not reproduced, within the seeds' spread (gap {100 * -gap:.1f} points, "
+            f"spread {100 * spread:.1f}; some seeds order it either way)"
+        )
+    return (
+        f"{text}: not reproduced: the budget; every seed reverses it by more than the seeds' "
+        f"spread ({100 * -gap:.1f} points against {100 * spread:.1f}) after {low['steps']:,} "
+        "steps, too few for what the papers' longer training shows"
+    )
+
+
+def orderings_text(results: Results) -> str:
+    """One line per ordering of `ORDERINGS` whose nets `results` hold."""
+    lines = [
+        f"  {ordering_line(o, results)}"
+        for o in ORDERINGS
+        if o.lower in results and o.higher in results
+    ]
+    return "\n".join(["the lecture's orderings at this budget:", *lines]) if lines else ""
 
 
 def machine() -> str:
@@ -192,6 +259,9 @@ class History(template.Study):
             text += f"\n  by seed {first + s}'s test errors: {frontier_text(results, seed=s)}"
         r = results[best]
         text += f"\nlowest test error: {r['net']}, {100 * r['test_error']:.2f} %"
+        orderings = orderings_text(results)
+        if orderings:
+            text += f"\n{orderings}"
         if seeds > 1:
             text += f"\n(s/step: one step of all {seeds} seeds, trained as one program)"
         return text
