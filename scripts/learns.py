@@ -1,13 +1,13 @@
 """Whether every preset's nets learn: a few dozen steps of each recipe on a narrow copy.
 
-    python -m scripts.learns                                   # blobs, 40 steps
+    python -m scripts.learns                                   # blobs, 60 steps
     python -m scripts.learns --dataset=cifar10_jpeg --data_dir=../shared/tfds --steps=100
     python -m scripts.learns --nets=history:vgg16,imagenet:vgg16 --init=flax
 
 Every net of every study's cpu, colab and full presets, and every ImageNet preset's model,
 once per distinct model and recipe (optimiser, learning rate, warm-up, weight decay,
 auxiliary-loss weight), at 1/8 of its paper's widths (CIFAR ResNets: 8 filters), on the
-smallest square input of at least 32x32 that it takes (a real dataset's images where that is
+smallest square input of at least 16x16 that it takes (a real dataset's images where that is
 their size, else `blobs`, generated), without dropout. Prints
 each net's loss every few steps and whether its last steps' mean fell below 0.8 ln(classes)
 (`cnn_cases.analysis.learns`); exits 1 if a net did not learn.
@@ -37,9 +37,11 @@ STUDIES = (
 PRESETS = ("cpu", "colab", "full")
 
 
-def preset_nets(presets: Sequence[str] = PRESETS) -> dict[str, ml_collections.ConfigDict]:
-    """Every study's variants under `presets` and every ImageNet preset's config, once per
-    distinct model and recipe, by "study:variant" (first preset that has it)."""
+def preset_configs(
+    presets: Sequence[str] = PRESETS,
+) -> list[tuple[str, ml_collections.ConfigDict]]:
+    """Every study's variants under `presets` and every ImageNet preset's config, by
+    "study:variant"."""
     named = []
     for study_name in STUDIES:
         launcher = importlib.import_module(f"experiments.{study_name}")
@@ -51,13 +53,18 @@ def preset_nets(presets: Sequence[str] = PRESETS) -> dict[str, ml_collections.Co
     imagenet = importlib.import_module("experiments.imagenet")
     for preset in imagenet.RECIPES:
         named.append((f"imagenet:{preset}", imagenet.get_config(preset)))
-    return learns.distinct(named)
+    return named
+
+
+def preset_nets(presets: Sequence[str] = PRESETS) -> dict[str, ml_collections.ConfigDict]:
+    """`preset_configs`, once per distinct model and recipe (the first name that has it)."""
+    return learns.distinct(preset_configs(presets))
 
 
 _NETS = flags.DEFINE_list("nets", [], "study:variant names to check (default: all)")
 _DATASET = flags.DEFINE_string("dataset", "blobs", "TFDS name, or blobs (generated)")
 _DATA_DIR = flags.DEFINE_string("data_dir", None, "TFDS data dir")
-_STEPS = flags.DEFINE_integer("steps", 40, "training steps per net")
+_STEPS = flags.DEFINE_integer("steps", 60, "training steps per net")
 _BATCH = flags.DEFINE_integer("batch_size", 64, "batch size")
 _INIT = flags.DEFINE_string("init", None, "override every net's init (reference, paper, flax)")
 _EVERY = flags.DEFINE_integer("print_every", 10, "print the loss every this many steps")

@@ -149,3 +149,57 @@ def test_smoke_run_writes_every_file(tmp_path):
     line = next(x for x in text.splitlines() if x.startswith("on the error-cost frontier"))
     assert line.endswith(", ".join(results[n]["net"] for n in on))
     assert "lowest test error" in text
+
+
+def _row(net, errors, params=1000, steps=500):
+    mean = sum(errors) / len(errors)
+    std = (sum((e - mean) ** 2 for e in errors) / (len(errors) - 1)) ** 0.5
+    return {
+        "net": net,
+        "test_error": mean,
+        "test_error_std": std,
+        "test_errors": errors,
+        "params": params,
+        "steps": steps,
+        "seeds": len(errors),
+    }
+
+
+def test_orderings_say_reproduced_spread_or_budget(tmp_path):
+    results = {
+        "lenet5": _row("LeNet-5 (1998)", [0.55, 0.54]),
+        "alexnet": _row("AlexNet (2012)", [0.60, 0.59], params=4000),  # above LeNet-5: budget
+        "vgg16": _row("VGG-16 (2015)", [0.71, 0.81]),
+        "vgg16_bn": _row("VGG-16 + BN (2015)", [0.64, 0.86]),  # below by the mean only
+        "nin": _row("NiN (2014)", [0.58, 0.57], params=1000),  # below AlexNet, 0.25x params
+        "googlenet": _row("GoogLeNet + aux (2015)", [0.52, 0.56]),
+        "googlenet_noaux": _row("GoogLeNet (2015)", [0.53, 0.54]),  # within the spread
+        "resnet20": _row("ResNet-20 (2016)", [0.46, 0.47]),
+    }
+    path = tmp_path / "results.json"
+    path.write_text(json.dumps(results))
+    lines = history.orderings_text(json.loads(path.read_text())).splitlines()
+    assert lines[0] == "the lecture's orderings at this budget:"
+    got = dict(line.strip().split(": ", 1) for line in lines[1:])
+    # Only the orderings whose nets the run holds: no plain nets, no ResNet-56.
+    assert list(got) == [
+        "AlexNet below LeNet-5",
+        "VGG-16 + BN below VGG-16",
+        "NiN below AlexNet, at a fraction of its parameters",
+        "GoogLeNet + aux below GoogLeNet",
+    ]
+    assert got["AlexNet below LeNet-5"].startswith("59.5 % vs 54.5 %: not reproduced: the budget")
+    assert got["VGG-16 + BN below VGG-16"].endswith("reproduced by the mean, not by every seed")
+    assert got["NiN below AlexNet, at a fraction of its parameters"] == (
+        "57.5 % vs 59.5 % with 0.25x its parameters: reproduced"
+    )
+    assert "not reproduced, within the seeds' spread" in got["GoogLeNet + aux below GoogLeNet"]
+
+
+def test_one_seed_cannot_tell_spread_from_budget():
+    results = {"resnet20": {"test_error": 0.5}, "resnet56": {"test_error": 0.52}}
+    (line,) = history.orderings_text(results).splitlines()[1:]
+    assert line.strip() == (
+        "ResNet-56 below ResNet-20: 52.0 % vs 50.0 %: not reproduced "
+        "(one seed: more seeds would tell the spread from the budget)"
+    )

@@ -45,7 +45,7 @@ def test_every_imagenet_preset_trains_on_mock_imagenet(tmp_path, preset):
         data_dir=str(tmp_path / "tfds"),
         verbose=False,
     )
-    c.model_kwargs = NARROW[preset]
+    c.model_kwargs = {**c.model_kwargs.to_dict(), **NARROW[preset]}
     with tfds.testing.mock_data(num_examples=24, policy=tfds.testing.MockPolicy.USE_CODE):
         (result,) = train.train(c, str(tmp_path / "run"))
     assert result.steps == 2 and result.test_top5_error is not None

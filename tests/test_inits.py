@@ -7,6 +7,7 @@ written here from the papers and reference implementations, apart from the libra
 and hold per shape, so large models are checked at narrow widths.
 """
 
+import json
 import math
 
 import jax
@@ -15,7 +16,7 @@ import numpy as np
 import pytest
 
 from cnn_cases import models
-from cnn_cases.engine import defaults
+from cnn_cases.engine import defaults, loading, train
 from cnn_cases.models import inception, lenet
 
 # Narrow versions of the registry's models: the same module code, smaller layers.
@@ -31,7 +32,8 @@ GOOGLENET_SHORT = {"stages": inception.SMOKE_STAGES, "aux_after": ("4a",)}
 def narrow_kwargs(name):
     model = models.get_model(name)
     if isinstance(model, inception.GoogLeNet):
-        return {**NARROW, **GOOGLENET_SHORT} if model.aux_logits else NARROW
+        short = GOOGLENET_SHORT if model.aux_logits else {"stages": inception.SMOKE_STAGES}
+        return {**NARROW, **short}
     if hasattr(model, "width_multiplier"):
         return NARROW
     if name.startswith(("resnet", "plain")) and model.stem == "cifar":
@@ -138,10 +140,12 @@ def init_params(name, **kwargs):
 
 # ResNet-1202 is ResNet-20's code with more blocks; its 1,200 layers would take a minute here.
 REGISTRY = [n for n in models.MODELS if n != "resnet1202"]
+# By family, so that one process draws every model of a family: the eager init's per-shape
+# programs are compiled once for all of them.
+FAMILIES = sorted({family(n) for n in REGISTRY})
 
 
-@pytest.mark.parametrize("name", REGISTRY)
-def test_initial_weights_follow_the_formula(name):
+def check_model(name):
     params = init_params(name, **narrow_kwargs(name))
     fam = family(name)
     if fam == "lenet5_1998":  # C3's maps each see their own fan-in: 75, 100 or 150
@@ -154,6 +158,21 @@ def test_initial_weights_follow_the_formula(name):
         params = {k: v for k, v in params.items() if k != "c3"}
     for path, value in leaves(jax.device_get(params)):
         check_leaf(fam, path, value)
+
+
+def test_every_registry_model_is_in_a_family():
+    assert len(REGISTRY) == len(models.MODELS) - 1
+    assert set(FAMILIES) == {
+        "lenet5", "lenet5_1998", "alexnet", "vgg", "nin", "googlenet", "inception",
+        "resnet_cifar", "resnet_imagenet",
+    }  # fmt: skip
+
+
+@pytest.mark.parametrize("fam", FAMILIES)
+def test_initial_weights_follow_the_formula(fam):
+    for name in REGISTRY:
+        if family(name) == fam:
+            check_model(name)
 
 
 def test_alexnet_paper_init_has_its_biases():
@@ -181,3 +200,29 @@ def test_an_init_the_source_does_not_state_is_one_line(name, init):
     with pytest.raises(ValueError, match=rf"init.*{init}.*valid") as e:
         defaults.validate(config)
     assert "\n" not in str(e.value)
+
+
+def old_workdir(tmp_path, config):
+    """A run directory as a run made before the models had their papers' inits left it."""
+    stored = json.loads(config.to_json())
+    for key in ("init", "grad_clip_norm"):
+        del stored[key]
+    workdir = tmp_path / "old"
+    workdir.mkdir()
+    (workdir / "config.json").write_text(json.dumps(stored))
+    return str(workdir)
+
+
+def test_a_run_under_the_old_init_is_refused_in_one_line(tmp_path):
+    config = defaults.default_config()
+    config.update(dataset="synthetic", num_steps=2, batch_size=8, verbose=False)
+    workdir = old_workdir(tmp_path, config)
+    for reuse in (
+        lambda: train.train(config, workdir),
+        lambda: loading.stored_results(config, workdir),
+    ):
+        with pytest.raises(ValueError, match=r"init: 'flax' -> 'reference'") as e:
+            reuse()
+        assert "\n" not in str(e.value)
+    config.init = "flax"  # the same run, resumed as it began
+    assert loading.stored_results(config, workdir) is None

@@ -81,7 +81,7 @@ def narrowed(
     return c
 
 
-def image_size(config: ml_collections.ConfigDict, least: int = 32) -> int:
+def image_size(config: ml_collections.ConfigDict, least: int = 16) -> int:
     """The smallest square input of at least `least` pixels that the config's model takes."""
     model = defaults.create_model(config, 10)
     return max(least, int(getattr(model, "min_input_size", least)))
@@ -121,7 +121,7 @@ def loss_curve(
     config: ml_collections.ConfigDict,
     data: splits.Split,
     *,
-    num_steps: int = 40,
+    num_steps: int = 60,
     batch_size: int = 64,
     seed: int = 0,
 ) -> Curve:
@@ -161,7 +161,7 @@ def check(
     data_for: Mapping[int, splits.Split] | None = None,
     **kwargs: int,
 ) -> list[Curve]:
-    """Every config's `loss_curve` on `blobs` of its model's smallest input of at least 32x32
+    """Every config's `loss_curve` on `blobs` of its model's smallest input of at least 16x16
     (or on `data_for[size]`, where given)."""
     curves = []
     for name, c in configs.items():

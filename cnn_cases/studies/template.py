@@ -206,7 +206,7 @@ class Study:
     def collect(self, job: Job, runs: Runs) -> tuple[Results, Curves] | None:
         """The results rows and curves of the trained variants."""
         trained = [Trained(job.config, n, job.configs[n], rs) for n, rs in runs.items()]
-        results = {t.name: self.row(t) for t in trained}
+        results = {t.name: {**self.row(t), "init": t.config.init} for t in trained}
         return results, {n: results_lib.seed_curves(rs) for n, rs in runs.items()}
 
     def write(self, job: Job, results: Results, curves: Curves) -> None:

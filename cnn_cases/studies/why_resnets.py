@@ -176,7 +176,7 @@ class WhyResnets(template.Study):
         source = config.from_workdir or job.workdir
         variables = {n: template.load_variables(template.net_dir(source, n)) for n in job.configs}
         images, labels = template.normalised_examples(config, "test", config.probe_examples)
-        results: dict[str, Any] = {"identity": {}, "continued": {}}
+        results: dict[str, Any] = {"init": config.init, "identity": {}, "continued": {}}
         curves: dict[str, list[dict[str, float]]] = {}
         ident = identity(config, variables, images, labels)
         for kind in ("plain", "resnet"):
