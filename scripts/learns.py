@@ -41,15 +41,16 @@ def preset_configs(
     presets: Sequence[str] = PRESETS,
 ) -> list[tuple[str, ml_collections.ConfigDict]]:
     """Every study's variants under `presets` and every ImageNet preset's config, by
-    "study:variant"."""
+    "study:variant" (cpu preset), "study:variant@preset" (the others) or "imagenet:preset"."""
     named = []
     for study_name in STUDIES:
         launcher = importlib.import_module(f"experiments.{study_name}")
         study = importlib.import_module(f"cnn_cases.studies.{study_name}").STUDY
         for preset in presets:
             config = launcher.get_config(preset)
+            suffix = "" if preset == "cpu" else f"@{preset}"
             for variant, c in study.variants(config).items():
-                named.append((f"{study_name}:{variant}", c))
+                named.append((f"{study_name}:{variant}{suffix}", c))
     imagenet = importlib.import_module("experiments.imagenet")
     for preset in imagenet.RECIPES:
         named.append((f"imagenet:{preset}", imagenet.get_config(preset)))
@@ -61,34 +62,38 @@ def preset_nets(presets: Sequence[str] = PRESETS) -> dict[str, ml_collections.Co
     return learns.distinct(preset_configs(presets))
 
 
-_NETS = flags.DEFINE_list("nets", [], "study:variant names to check (default: all)")
-_DATASET = flags.DEFINE_string("dataset", "blobs", "TFDS name, or blobs (generated)")
-_DATA_DIR = flags.DEFINE_string("data_dir", None, "TFDS data dir")
-_STEPS = flags.DEFINE_integer("steps", 60, "training steps per net")
-_BATCH = flags.DEFINE_integer("batch_size", 64, "batch size")
-_INIT = flags.DEFINE_string("init", None, "override every net's init (reference, paper, flax)")
-_EVERY = flags.DEFINE_integer("print_every", 10, "print the loss every this many steps")
+def define_flags(flag_values: flags.FlagValues) -> None:
+    """The script's flags, on `flag_values` (defined when it runs, not when it is imported)."""
+    fv = flag_values
+    flags.DEFINE_list("nets", [], "study:variant names to check (default: all)", flag_values=fv)
+    flags.DEFINE_string("dataset", "blobs", "TFDS name, or blobs (generated)", flag_values=fv)
+    flags.DEFINE_string("data_dir", None, "TFDS data dir", flag_values=fv)
+    flags.DEFINE_integer("steps", 60, "training steps per net", flag_values=fv)
+    flags.DEFINE_integer("batch_size", 64, "batch size", flag_values=fv)
+    flags.DEFINE_string("init", None, "every net's init (reference, paper, flax)", flag_values=fv)
+    flags.DEFINE_integer("print_every", 10, "print the loss every this many steps", flag_values=fv)
 
 
 def main(argv: Sequence[str]) -> None:
     del argv
+    fv = flags.FLAGS
     nets = {n: learns.narrowed(c) for n, c in preset_nets().items()}
-    if _NETS.value:
-        unknown = sorted(set(_NETS.value) - set(nets))
+    if fv.nets:
+        unknown = sorted(set(fv.nets) - set(nets))
         if unknown:
             sys.exit(f"error: unknown nets {unknown} (valid: {', '.join(nets)})")
-        nets = {n: nets[n] for n in _NETS.value}
-    if _INIT.value:
+        nets = {n: nets[n] for n in fv.nets}
+    if fv.init:
         for c in nets.values():
-            c.init = _INIT.value
+            c.init = fv.init
     data = None
-    if _DATASET.value != "blobs":
-        split = splits.load_split(_DATASET.value, "train", data_dir=_DATA_DIR.value, download=False)
-        data = {split.images.shape[1]: split}  # nets that need larger images: synthetic
+    if fv.dataset != "blobs":
+        split = splits.load_split(fv.dataset, "train", data_dir=fv.data_dir, download=False)
+        data = {split.images.shape[1]: split}  # nets that need larger images: blobs
     failed = []
     for name, c in nets.items():
-        curve = learns.check({name: c}, data, num_steps=_STEPS.value, batch_size=_BATCH.value)[0]
-        points = " ".join(f"{x:.2f}" for x in curve.losses[:: _EVERY.value])
+        curve = learns.check({name: c}, data, num_steps=fv.steps, batch_size=fv.batch_size)[0]
+        points = " ".join(f"{x:.2f}" for x in curve.losses[:: fv.print_every])
         verdict = "learns" if curve.learned else "DOES NOT LEARN"
         print(f"{name:32s} {verdict:15s} final {curve.final:.3f}  losses: {points}", flush=True)
         if not curve.learned:
@@ -98,4 +103,5 @@ def main(argv: Sequence[str]) -> None:
 
 
 if __name__ == "__main__":
+    define_flags(flags.FLAGS)
     app.run(main)

@@ -70,9 +70,10 @@ def test_smoke_run_writes_every_file(tmp_path):
         "test_error",
         "steps",
         "seconds",
+        "init",
     }
     for r in results.values():
-        assert set(r) == keys
+        assert set(r) == keys and r["init"] == "reference"
         assert 0 <= r["train_error"] <= 1 and 0 <= r["test_error"] <= 1
         assert r["steps"] == config.num_steps and r["seconds"] > 0 and r["step_seconds"] > 0
     n, b = results["naive"], results["bottleneck"]

@@ -27,7 +27,8 @@ from cnn_cases.models import layers
 THRESHOLD = 0.8
 LAST = 5  # steps averaged at the end of the curve
 
-# What makes two variants the same check: the model and how it is optimised.
+# What makes two variants the same check: the model and how it is optimised. Weight decay is
+# left out: 60 steps of it shrink the weights by at most 0.3 %, nothing this check can see.
 _RECIPE_KEYS = (
     "model",
     "init",
@@ -37,7 +38,6 @@ _RECIPE_KEYS = (
     "warmup_lr",
     "momentum",
     "nesterov",
-    "weight_decay",
     "grad_clip_norm",
     "aux_loss_weight",
 )
