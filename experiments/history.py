@@ -62,7 +62,8 @@ def get_config(preset: str | None = None) -> ml_collections.ConfigDict:
         multiply-adds (`variants.estimate_minutes`); not measured.
     cpu: 500 steps of 128 for every net (lr 0.05, /10 at 400) at the widths of `CPU_WIDTHS`,
         for 2 CPU cores: about 15 minutes a seed on idle cores, estimated from a 100-step
-        run. Measured on 2 cores shared with other jobs (cifar10_jpeg): 22 minutes for seed 0,
+        run. Measured under flax's default init and without clipping, on 2 cores shared with
+        other jobs (cifar10_jpeg): 22 minutes for seed 0,
         43 for seeds 0-1 as one program; on the error-MACs frontier LeNet-5, GoogLeNet with
         aux heads and ResNet-20 (lowest test error, 46.4 +- 1.3 %) by the mean and by each
         seed. See the README for the table.
