@@ -152,15 +152,19 @@ class AuxClassifier(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array, *, train: bool = False) -> jax.Array:
         init = inits.choose("googlenet", self.weight_init, INITS)
-        dense = functools.partial(nn.Dense, dtype=self.dtype)
         x = Pool("avg", AUX_POOL, 3, name="pool")(x)
         x = conv_unit(x, self.conv_width, 1, "conv", conv=self.conv, norm=self.norm, act=nn.relu)
         x = Flatten(name="flatten")(x)
-        x = dense(self.fc_width, kernel_init=init.dense, bias_init=init.dense_bias, name="fc")(x)
-        x = nn.Dropout(self.dropout, deterministic=not train, name="dropout")(nn.relu(x))
-        head = dense(
-            self.num_classes, kernel_init=init.head, bias_init=init.head_bias, name="classifier"
+        fc = nn.Dense(
+            self.fc_width,
+            dtype=self.dtype,
+            kernel_init=init.dense,
+            bias_init=init.dense_bias,
+            name="fc",
         )
+        x = fc(x)
+        x = nn.Dropout(self.dropout, deterministic=not train, name="dropout")(nn.relu(x))
+        head = init.classifier(self.num_classes, dtype=self.dtype, name="classifier")
         return head(x).astype(jnp.float32)
 
 
@@ -281,14 +285,8 @@ class GoogLeNet(nn.Module):
 
         x = GlobalAvgPool(name="avgpool")(x)
         x = nn.Dropout(self.dropout, deterministic=not train, name="dropout")(x)
-        head = nn.Dense(
-            self.num_classes,
-            dtype=self.dtype,
-            kernel_init=init.head,
-            bias_init=init.head_bias,
-            name="fc",
-        )
-        logits = head(x).astype(jnp.float32)
+        logits = init.classifier(self.num_classes, dtype=self.dtype, name="fc")(x)
+        logits = logits.astype(jnp.float32)
         if not ((train if with_aux is None else with_aux) and self.aux_logits):
             return logits
         aux = tuple(

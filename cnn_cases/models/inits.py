@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Mapping
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -111,6 +112,12 @@ class Inits:
     dense_bias: Initializer = zeros
     head_bias: Initializer = zeros
     bias_overrides: Mapping[str, float] = dataclasses.field(default_factory=dict)
+
+    def classifier(self, features: int, *, dtype: Any, name: str) -> nn.Dense:
+        """The classifier layer: a Dense of `features` outputs with the head's initialisers."""
+        return nn.Dense(
+            features, dtype=dtype, kernel_init=self.head, bias_init=self.head_bias, name=name
+        )
 
     def bias(self, name: str, default: Initializer) -> Initializer:
         """The bias of layer `name`: its override, else `default`."""

@@ -260,7 +260,4 @@ def classifier(
         bias = init.bias(name, init.dense_bias)
         x = nn.Dense(width, dtype=dtype, kernel_init=init.dense, bias_init=bias, name=name)(x)
         x = nn.relu(x)
-    head = nn.Dense(
-        num_classes, dtype=dtype, kernel_init=init.head, bias_init=init.head_bias, name="fc8"
-    )
-    return head(x).astype(jnp.float32)
+    return init.classifier(num_classes, dtype=dtype, name="fc8")(x).astype(jnp.float32)

@@ -186,13 +186,7 @@ class ResNet(nn.Module):
                 strides = 2 if i > 0 and j == 0 else 1
                 x = block(strides=strides, name=f"stage{i + 1}_block{j + 1}")(x)
         x = GlobalAvgPool(name="pool")(x)
-        x = nn.Dense(
-            self.num_classes,
-            dtype=self.dtype,
-            kernel_init=init.head,
-            bias_init=init.head_bias,
-            name="head",
-        )(x)
+        x = init.classifier(self.num_classes, dtype=self.dtype, name="head")(x)
         return x.astype(jnp.float32)
 
 
